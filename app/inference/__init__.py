@@ -1,0 +1,1 @@
+"""Inference core shared by the service and by training's evaluation (no web imports)."""

@@ -1,0 +1,112 @@
+"""model.json: the description of a published model, and how to find the current one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+CURRENT_POINTER = "CURRENT"
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "model.json"
+
+
+class ClassInfo(BaseModel):
+    """One output class: its index in the class channels, name and RGB display colour."""
+
+    id: int
+    name: str
+    color: tuple[int, int, int]
+
+
+class Normalization(BaseModel):
+    """How RGB uint8 pixels become the float input (see preprocess.normalize_image)."""
+
+    method: Literal["per_image_standardize"] = "per_image_standardize"
+    min_std: float = Field(0.04, description="floor on the per-channel std of pixels/255")
+
+
+class InputSpec(BaseModel):
+    """The network input tensor."""
+
+    name: str = "image"
+    layout: Literal["NHWC"] = "NHWC"
+    dtype: Literal["float32"] = "float32"
+    channels: Literal["RGB"] = "RGB"
+    tile_size: int = Field(256, description="height and width of one inference window")
+    size_multiple: int = Field(16, description="spatial sizes must be a multiple of this")
+    normalization: Normalization = Normalization()
+
+
+class OutputSpec(BaseModel):
+    """The network output tensor: softmax class channels, then an optional centre heatmap."""
+
+    name: str = "probs"
+    channels: list[str]
+
+    @property
+    def has_centre(self) -> bool:
+        return "centre" in self.channels
+
+
+class Counting(BaseModel):
+    """How probabilities become cell instances, and the thresholds used (at training scale)."""
+
+    method: Literal["wbc_components_rbc_peaks"] = "wbc_components_rbc_peaks"
+    centre_source: Literal["heatmap", "distance_transform"] = "heatmap"
+    peak_threshold: float = 0.3
+    min_peak_distance_px: int = 10
+    rbc_min_area_px: int = 120
+    wbc_min_area_px: int = 600
+
+
+class ModelMetadata(BaseModel):
+    """Everything a consumer needs to run a published model the way it was trained."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str
+    classes: list[ClassInfo]
+    input: InputSpec
+    output: OutputSpec
+    rbc_diameter_px: float = Field(description="training scale: median RBC diameter in pixels")
+    counting: Counting
+    training: dict[str, Any] = {}
+    datasets: list[dict[str, Any]] = []
+    metrics: dict[str, Any] = {}
+    onnx_sha256: str = ""
+    created_at: str = ""
+    package_version: str = ""
+
+    def class_id(self, name: str) -> int:
+        """Index of the named class in the class channels."""
+        return next(c.id for c in self.classes if c.name == name)
+
+
+DEFAULT_CLASSES = [
+    ClassInfo(id=0, name="background", color=(0, 0, 0)),
+    ClassInfo(id=1, name="rbc", color=(230, 57, 70)),
+    ClassInfo(id=2, name="wbc", color=(58, 110, 235)),
+]
+
+
+def read_metadata(path: Path) -> ModelMetadata:
+    """Parse and validate a model.json file."""
+    return ModelMetadata.model_validate_json(path.read_text())
+
+
+def resolve_model_dir(path: Path) -> Path:
+    """Return the version directory for a model path.
+
+    `path` may be a version directory (holds model.json), or a model's root whose CURRENT
+    file names the version in use.
+    """
+    if (path / METADATA_FILE).is_file():
+        return path
+    pointer = path / CURRENT_POINTER
+    if pointer.is_file():
+        version = pointer.read_text().strip()
+        return path / version
+    raise FileNotFoundError(f"{path} holds neither {METADATA_FILE} nor a {CURRENT_POINTER} pointer")

@@ -1,0 +1,67 @@
+"""One call from an RGB image to cells: the path both the service and evaluation take."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.inference.postprocess import (
+    Cell,
+    Instances,
+    class_mask,
+    count_cells,
+    describe_cells,
+    find_instances,
+    resize_instances,
+)
+from app.inference.preprocess import normalize_image, rescale_image
+from app.inference.runner import OnnxSegmenter
+
+
+@dataclass
+class Segmentation:
+    """The result for one image, at the image's own size."""
+
+    instances: Instances
+    mask: np.ndarray
+    cells: list[Cell]
+    counts: dict[str, int]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def scale_for(
+    metadata_diameter: float, rbc_diameter_px: float | None, scale: float | None
+) -> float:
+    """Resampling factor that brings an image to the model's training scale."""
+    if rbc_diameter_px is not None:
+        return metadata_diameter / rbc_diameter_px
+    return 1.0 if scale is None else scale
+
+
+def segment_image(image: np.ndarray, segmenter: OnnxSegmenter, scale: float = 1.0) -> Segmentation:
+    """Segment an RGB uint8 image; `scale` resamples it to the model's training scale first."""
+    metadata = segmenter.metadata
+    height, width = image.shape[:2]
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    normalized = normalize_image(rescale_image(image, scale), metadata.input.normalization)
+    timings["preprocess"] = (time.perf_counter() - start) * 1000
+
+    start = time.perf_counter()
+    probs = segmenter.predict(normalized)
+    timings["inference"] = (time.perf_counter() - start) * 1000
+
+    start = time.perf_counter()
+    instances = resize_instances(find_instances(probs, metadata), height, width)
+    cells = describe_cells(instances, metadata)
+    timings["postprocess"] = (time.perf_counter() - start) * 1000
+    return Segmentation(
+        instances=instances,
+        mask=class_mask(instances),
+        cells=cells,
+        counts=count_cells(cells, metadata),
+        timings_ms=timings,
+    )

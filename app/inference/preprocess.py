@@ -1,0 +1,81 @@
+"""Turn an RGB image into network input: rescale, normalise, pad and cut into tiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from app.inference.metadata import Normalization
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """Resample an RGB uint8 image by `scale` (area-like filter when shrinking)."""
+    if abs(scale - 1.0) < 1e-6:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize(size, resample))
+
+
+def normalize_image(image: np.ndarray, spec: Normalization) -> np.ndarray:
+    """Standardise each channel of an RGB uint8 image by the image's own mean and std.
+
+    Statistics come from the whole image (never a tile) so that tiles of one image agree,
+    and they make the network indifferent to stain intensity and exposure.
+    """
+    pixels = image.astype(np.float32) / 255.0
+    mean = pixels.mean(axis=(0, 1), keepdims=True)
+    std = np.maximum(pixels.std(axis=(0, 1), keepdims=True), spec.min_std)
+    return (pixels - mean) / std
+
+
+@dataclass(frozen=True)
+class Window:
+    """One tile: its top-left corner in the padded image."""
+
+    top: int
+    left: int
+
+
+def window_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering `length` (>= tile) with at least `overlap`."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    count = int(np.ceil((length - tile) / stride)) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[Window]:
+    """Overlapping windows that cover a (padded) image of at least tile x tile."""
+    return [
+        Window(top, left)
+        for top in window_starts(height, tile, overlap)
+        for left in window_starts(width, tile, overlap)
+    ]
+
+
+def pad_to_tile(array: np.ndarray, tile: int, multiple: int) -> np.ndarray:
+    """Zero-pad (the normalised mean) bottom/right to at least `tile` and a multiple of `multiple`."""
+    height, width = array.shape[:2]
+    target_h = max(tile, int(np.ceil(height / multiple)) * multiple)
+    target_w = max(tile, int(np.ceil(width / multiple)) * multiple)
+    pad = ((0, target_h - height), (0, target_w - width)) + ((0, 0),) * (array.ndim - 2)
+    return np.pad(array, pad)
+
+
+def blend_weights(tile: int, overlap: int) -> np.ndarray:
+    """Per-pixel weights for merging overlapping tiles: 1 inside, tapering linearly to the edges.
+
+    The taper spans the overlap, so each pixel's merged value is dominated by the tile that
+    sees it farthest from an edge, where the network has the most context.
+    """
+    ramp = np.ones(tile, dtype=np.float32)
+    if overlap > 0:
+        edge = np.linspace(0.05, 1.0, overlap, dtype=np.float32)
+        ramp[:overlap] = edge
+        ramp[-overlap:] = edge[::-1]
+    return np.outer(ramp, ramp)

@@ -1,0 +1,48 @@
+"""Pictures of a segmentation: class-tinted overlay with outlines and centre marks, and PNG bytes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+from skimage.segmentation import find_boundaries
+
+from app.inference.metadata import ModelMetadata
+from app.inference.postprocess import Cell, Instances
+
+TINT_ALPHA = 0.35
+
+
+def overlay_image(
+    image: np.ndarray, instances: Instances, cells: list[Cell], metadata: ModelMetadata
+) -> np.ndarray:
+    """The RGB image with each cell tinted by its class colour, outlined, and its centre marked."""
+    colors = np.array([c.color for c in sorted(metadata.classes, key=lambda c: c.id)], np.float32)
+    class_of = np.zeros(int(instances.labels.max()) + 1, dtype=np.int64)
+    for instance_id, class_id in instances.classes.items():
+        class_of[instance_id] = class_id
+    pixel_class = class_of[instances.labels]
+    out = image.astype(np.float32)
+    inside = instances.labels > 0
+    out[inside] = (1 - TINT_ALPHA) * out[inside] + TINT_ALPHA * colors[pixel_class[inside]]
+    edges = find_boundaries(instances.labels, mode="inner")
+    out[edges] = colors[pixel_class[edges]]
+    picture = Image.fromarray(out.round().astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    radius = max(2, round(min(image.shape[:2]) / 200))
+    for cell in cells:
+        x, y = cell.centroid
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(255, 255, 255))
+    return np.asarray(picture)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG encoding of a uint8 (gray or RGB) or uint16 (16-bit gray) array."""
+    buffer = io.BytesIO()
+    if array.dtype == np.uint16:
+        image = Image.fromarray(array)
+    else:
+        image = Image.fromarray(array.astype(np.uint8))
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

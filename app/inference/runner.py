@@ -1,0 +1,86 @@
+"""ONNX Runtime session for a published model, run over tiles with a seamless merge."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.inference.metadata import MODEL_FILE, ModelMetadata
+from app.inference.preprocess import blend_weights, pad_to_tile, tile_windows
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(requested: tuple[str, ...] | list[str]) -> list[str]:
+    """Keep the requested providers this ONNX Runtime build has, CPU always last as a fallback."""
+    available = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in available and p != "CPUExecutionProvider"]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        logger.warning("execution providers not available here, skipped: %s", ", ".join(missing))
+    return [*chosen, "CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How to run the session: providers in order of preference, threads, tiling and batching."""
+
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    tile_overlap: int = 64
+    batch_size: int = 4
+
+
+class OnnxSegmenter:
+    """Runs a published model on normalised images of any size."""
+
+    def __init__(self, model_dir: Path, metadata: ModelMetadata, options: RunnerOptions) -> None:
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = options.intra_op_threads
+        session_options.inter_op_num_threads = options.inter_op_threads
+        self.metadata = metadata
+        self.options = options
+        self.session = ort.InferenceSession(
+            str(model_dir / MODEL_FILE),
+            sess_options=session_options,
+            providers=choose_providers(options.providers),
+        )
+        self.provider = self.session.get_providers()[0]
+        self.input_name = self.session.get_inputs()[0].name
+        logger.info("model %s %s runs on %s", metadata.name, metadata.version, self.provider)
+
+    @property
+    def tile_size(self) -> int:
+        return self.metadata.input.tile_size
+
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Run the network on a NHWC float32 batch of tiles."""
+        return self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
+
+    def predict(self, normalized: np.ndarray) -> np.ndarray:
+        """Probabilities (H, W, C) for a normalised (H, W, 3) image, merged from overlapping tiles."""
+        height, width = normalized.shape[:2]
+        tile = self.tile_size
+        overlap = min(self.options.tile_overlap, tile // 2)
+        padded = pad_to_tile(normalized, tile, self.metadata.input.size_multiple)
+        windows = tile_windows(padded.shape[0], padded.shape[1], tile, overlap)
+        weights = blend_weights(tile, overlap)[..., None]
+        channels = len(self.metadata.output.channels)
+        merged = np.zeros((*padded.shape[:2], channels), dtype=np.float32)
+        total = np.zeros((*padded.shape[:2], 1), dtype=np.float32)
+        for start in range(0, len(windows), self.options.batch_size):
+            chunk = windows[start : start + self.options.batch_size]
+            batch = np.stack([padded[w.top : w.top + tile, w.left : w.left + tile] for w in chunk])
+            for window, probs in zip(chunk, self.run_batch(batch), strict=True):
+                rows = slice(window.top, window.top + tile)
+                cols = slice(window.left, window.left + tile)
+                merged[rows, cols] += probs * weights
+                total[rows, cols] += weights
+        return (merged / total)[:height, :width]

@@ -1,0 +1,1 @@
+"""Offline training: box-annotated smears -> Keras UNet -> verified ONNX model in models/."""

@@ -1,0 +1,169 @@
+"""`python -m training {train,evaluate,export,publish}`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from training.settings import TrainingSettings
+
+
+def _train_parser(sub, settings: TrainingSettings) -> None:
+    from training.config import TrainConfig
+
+    parser = sub.add_parser(
+        "train", help="train (or resume) a model, export it to ONNX and score it"
+    )
+    defaults = TrainConfig()
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=settings.data,
+        help="dataset dirs with complete RBC and WBC boxes (either layout)",
+    )
+    parser.add_argument(
+        "--partial-rbc-data",
+        nargs="*",
+        default=settings.partial_rbc_data,
+        help="dataset dirs whose RBC boxes are incomplete (WBC supervision only)",
+    )
+    parser.add_argument(
+        "--run-dir", default=settings.run_dir, help="where checkpoints and reports go"
+    )
+    skip = {"data", "partial_rbc_data", "run_dir", "counting", "strict", "batchnorm"}
+    for item in fields(TrainConfig):
+        if item.name in skip:
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        kwargs = {"choices": ["ellipses", "rectangles"]} if item.name == "targets" else {}
+        parser.add_argument(
+            flag,
+            type=type(getattr(defaults, item.name)),
+            default=getattr(defaults, item.name),
+            **kwargs,
+        )
+    parser.add_argument("--no-batchnorm", dest="batchnorm", action="store_false")
+    parser.add_argument("--strict", action="store_true", help="stop on the first dataset problem")
+
+
+def _evaluate_parser(sub) -> None:
+    parser = sub.add_parser("evaluate", help="score an exported model on a dataset, print JSON")
+    parser.add_argument(
+        "--model", required=True, help="version dir, model root with CURRENT, or run export dir"
+    )
+    parser.add_argument("--data", required=True, help="dataset dir (either layout)")
+    parser.add_argument(
+        "--split",
+        choices=["all", "train", "val"],
+        default="all",
+        help="val/train: the published split, else the model's seeded split",
+    )
+    parser.add_argument(
+        "--rbc-diameter",
+        default="auto",
+        help="RBC diameter of the data in pixels; 'auto' measures it from the boxes",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings = TrainingSettings()
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub, settings)
+    _evaluate_parser(sub)
+    export = sub.add_parser("export", help="re-export a run's best checkpoint to ONNX and score it")
+    export.add_argument("--run-dir", default=settings.run_dir)
+    publish = sub.add_parser("publish", help="publish an export into the models directory")
+    publish.add_argument("--export-dir", default=str(Path(settings.run_dir) / "export"))
+    publish.add_argument("--models-dir", default=settings.models_dir)
+    publish.add_argument(
+        "--no-current",
+        dest="current",
+        action="store_false",
+        help="publish without switching the CURRENT pointer",
+    )
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    from training.config import TrainConfig
+    from training.train import train
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return train(TrainConfig(**values))
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    from app.inference.metadata import read_metadata, resolve_model_dir
+    from app.inference.runner import OnnxSegmenter, RunnerOptions
+    from training.data import load_dataset, median_rbc_diameter, split_dataset
+    from training.evaluate import evaluate_images
+
+    model_dir = resolve_model_dir(Path(args.model))
+    metadata = read_metadata(model_dir / "model.json")
+    root = Path(args.data)
+    images = load_dataset(root)
+    training = metadata.training
+    images = split_dataset(
+        root, images, args.split, training.get("val_fraction", 0.2), training.get("seed", 7)
+    )
+    diameter = None
+    if args.rbc_diameter == "auto":
+        diameter = median_rbc_diameter(images)
+    elif args.rbc_diameter not in {"none", ""}:
+        diameter = float(args.rbc_diameter)
+    segmenter = OnnxSegmenter(
+        model_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
+    )
+    result = evaluate_images(segmenter, images, diameter)
+    return {
+        "model": f"{metadata.name}/{metadata.version}",
+        "data": str(root),
+        "split": args.split,
+        "rbc_diameter_px": diameter,
+        **result,
+    }
+
+
+def run_export(args: argparse.Namespace) -> dict:
+    import keras
+
+    from training.config import TrainConfig
+    from training.train import BEST_CHECKPOINT, export_and_score, load_splits
+
+    run_dir = Path(args.run_dir)
+    config = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    model = keras.models.load_model(run_dir / BEST_CHECKPOINT)
+    return export_and_score(model, config, load_splits(config), run_dir)
+
+
+def run_publish(args: argparse.Namespace) -> dict:
+    from training.publish import publish
+
+    final = publish(Path(args.export_dir), Path(args.models_dir), make_current=args.current)
+    return {"published": str(final), "current": args.current}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    handlers = {
+        "train": run_train,
+        "evaluate": run_evaluate,
+        "export": run_export,
+        "publish": run_publish,
+    }
+    result = handlers[args.command](args)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,32 @@
+"""The configuration of a training run (kept free of TensorFlow so the CLI starts fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as config.json in the run directory)."""
+
+    data: list[str] = field(default_factory=lambda: ["../shared/datasets/blood-cell-detection"])
+    partial_rbc_data: list[str] = field(default_factory=lambda: ["../shared/datasets/bccd"])
+    run_dir: str = "runs/default"
+    name: str = "bloodseg"
+    version: str = ""
+    targets: str = "ellipses"
+    base_filters: int = 16
+    depth: int = 4
+    batchnorm: bool = True
+    tile_size: int = 256
+    crop_size: int = 256
+    batch_size: int = 8
+    epochs: int = 40
+    learning_rate: float = 2e-3
+    patience: int = 8
+    val_fraction: float = 0.2
+    seed: int = 7
+    wbc_weight: float = 3.0
+    max_images: int = 0
+    strict: bool = False
+    counting: dict = field(default_factory=dict)

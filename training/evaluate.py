@@ -1,0 +1,80 @@
+"""Score a published/exported model on a dataset through the app's own inference pipeline."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from app.inference.decode import load_image
+from app.inference.metadata import ModelMetadata
+from app.inference.pipeline import Segmentation, segment_image
+from app.inference.runner import OnnxSegmenter
+from training.data import AnnotatedImage, Box
+from training.metrics import CLASSES, MATCH_IOU, DetectionTally, PixelTally
+from training.targets import complete_cut_box, make_targets
+
+logger = logging.getLogger(__name__)
+
+
+def boxes_array(boxes: list[Box] | tuple[Box, ...], label: str) -> np.ndarray:
+    """(N, 4) array of the boxes of one class."""
+    chosen = [(b.x_min, b.y_min, b.x_max, b.y_max) for b in boxes if b.label == label]
+    return np.array(chosen, dtype=float).reshape(-1, 4)
+
+
+class Scorer:
+    """Accumulates pixel, count and detection scores over images."""
+
+    def __init__(self) -> None:
+        self.rectangles = PixelTally()
+        self.ellipses = PixelTally()
+        self.detection = {name: DetectionTally() for name in CLASSES}
+
+    def add(self, annotated: AnnotatedImage, mask: np.ndarray, cells_by_class: dict) -> None:
+        height, width = annotated.height, annotated.width
+        boxes = list(annotated.boxes)
+        self.rectangles.add(mask, make_targets(boxes, height, width, "rectangles").classes)
+        completed = [complete_cut_box(b, width, height) for b in boxes]
+        self.ellipses.add(mask, make_targets(completed, height, width, "ellipses").classes)
+        for name in CLASSES:
+            self.detection[name].add(
+                cells_by_class[name], boxes_array(boxes, name), MATCH_IOU[name]
+            )
+
+    def summary(self) -> dict:
+        names = ("background", *CLASSES)
+        result = {"images": len(self.detection["rbc"].count_errors)}
+        result.update(self.rectangles.summary(names))
+        result["vs_ellipses"] = self.ellipses.summary(names)
+        for name in CLASSES:
+            result[name] = self.detection[name].summary()
+        return result
+
+
+def predicted_boxes(segmentation: Segmentation) -> dict[str, np.ndarray]:
+    """Predicted cell boxes by class, as (N, 4) arrays."""
+    return {
+        name: np.array([c.bbox for c in segmentation.cells if c.label == name], float).reshape(
+            -1, 4
+        )
+        for name in CLASSES
+    }
+
+
+def evaluate_images(
+    segmenter: OnnxSegmenter, images: list[AnnotatedImage], rbc_diameter_px: float | None
+) -> dict:
+    """Metrics of the model on annotated images; `rbc_diameter_px` sets their magnification."""
+    metadata: ModelMetadata = segmenter.metadata
+    scale = metadata.rbc_diameter_px / rbc_diameter_px if rbc_diameter_px else 1.0
+    scorer = Scorer()
+    inference_ms = []
+    for annotated in images:
+        segmentation = segment_image(load_image(annotated.path), segmenter, scale)
+        inference_ms.append(segmentation.timings_ms["inference"])
+        scorer.add(annotated, segmentation.mask, predicted_boxes(segmentation))
+    result = scorer.summary()
+    result["scale"] = round(scale, 4)
+    result["mean_inference_ms"] = round(float(np.mean(inference_ms)), 2) if inference_ms else 0.0
+    return result

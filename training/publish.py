@@ -1,0 +1,54 @@
+"""Publish an exported model into models/<name>/<version>/ and point CURRENT at it, atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from app.inference.metadata import CURRENT_POINTER, METADATA_FILE, MODEL_FILE, read_metadata
+
+
+class PublishError(RuntimeError):
+    """The export is incomplete or inconsistent, or the version already exists."""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace a small file in one rename, so readers see the old or the new content, never half."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temp, path)
+
+
+def publish(export_dir: Path, models_root: Path, make_current: bool = True) -> Path:
+    """Copy model.onnx + model.json to models_root/<name>/<version>/, then switch CURRENT to it.
+
+    The version is written under a hidden name and renamed into place, and its checksum is
+    verified against model.json before the pointer moves.
+    """
+    metadata = read_metadata(export_dir / METADATA_FILE)
+    onnx_bytes = (export_dir / MODEL_FILE).read_bytes()
+    if hashlib.sha256(onnx_bytes).hexdigest() != metadata.onnx_sha256:
+        raise PublishError(f"{export_dir / MODEL_FILE} does not match the sha256 in model.json")
+    model_root = models_root / metadata.name
+    final = model_root / metadata.version
+    if final.exists():
+        raise PublishError(f"{final} already exists: versions are immutable")
+    model_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=model_root, prefix=f".{metadata.version}."))
+    try:
+        shutil.copyfile(export_dir / MODEL_FILE, staging / MODEL_FILE)
+        shutil.copyfile(export_dir / METADATA_FILE, staging / METADATA_FILE)
+        staging.chmod(0o755)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if make_current:
+        write_atomically(model_root / CURRENT_POINTER, metadata.version + "\n")
+    return final

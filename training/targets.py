@@ -1,0 +1,130 @@
+"""Training targets derived from boxes: inscribed ellipses (or rectangles) and centre heatmaps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from training.data import BORDER_TOLERANCE_PX, Box
+
+CLASS_IDS = {"rbc": 1, "wbc": 2}
+CENTRE_SIGMA_FRACTION = 0.3  # heatmap sigma as a fraction of each semi-axis
+TargetShape = Literal["ellipses", "rectangles"]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Per-pixel targets of one image or crop.
+
+    `ambiguous` marks pixels known only to be "not WBC" (background or an unboxed RBC);
+    `centre_weight` is 0 where the centre heatmap target is unknown.
+    """
+
+    classes: np.ndarray
+    ambiguous: np.ndarray
+    centre: np.ndarray
+    centre_weight: np.ndarray
+
+    def stacked(self) -> np.ndarray:
+        """(H, W, 6) float32: one-hot classes, ambiguous, centre, centre weight (the loss's y_true)."""
+        one_hot = np.eye(3, dtype=np.float32)[self.classes]
+        extra = [self.ambiguous, self.centre, self.centre_weight]
+        return np.concatenate([one_hot, np.stack(extra, axis=-1).astype(np.float32)], axis=-1)
+
+
+def complete_cut_box(box: Box, width: int, height: int) -> Box:
+    """Extend a box cut by the image border to the cell's likely full size.
+
+    Cells are round, so a side cut short takes the length of the longer side, growing
+    outward past the border; the ellipse and centre then fall where the real cell is.
+    """
+    diameter = max(box.width, box.height)
+    x_min, y_min, x_max, y_max = box.x_min, box.y_min, box.x_max, box.y_max
+    tol = BORDER_TOLERANCE_PX
+    if box.width < diameter:
+        if x_min <= tol:
+            x_min = x_max - diameter
+        elif x_max >= width - tol:
+            x_max = x_min + diameter
+    if box.height < diameter:
+        if y_min <= tol:
+            y_min = y_max - diameter
+        elif y_max >= height - tol:
+            y_max = y_min + diameter
+    return Box(x_min, y_min, x_max, y_max, box.label)
+
+
+def _box_window(box: Box, height: int, width: int, margin: float = 0.0) -> tuple[slice, slice]:
+    rows = slice(
+        max(0, int(np.floor(box.y_min - margin))), min(height, int(np.ceil(box.y_max + margin)))
+    )
+    cols = slice(
+        max(0, int(np.floor(box.x_min - margin))), min(width, int(np.ceil(box.x_max + margin)))
+    )
+    return rows, cols
+
+
+def _normalised_offsets(box: Box, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre offsets from the box centre, in units of the semi-axes."""
+    ys = (np.arange(rows.start, rows.stop) + 0.5 - (box.y_min + box.y_max) / 2) / (box.height / 2)
+    xs = (np.arange(cols.start, cols.stop) + 0.5 - (box.x_min + box.x_max) / 2) / (box.width / 2)
+    return ys[:, None], xs[None, :]
+
+
+def box_region(box: Box, height: int, width: int, shape: TargetShape) -> np.ndarray:
+    """Boolean (H, W) mask of the ellipse inscribed in the box, or of the box itself."""
+    mask = np.zeros((height, width), dtype=bool)
+    rows, cols = _box_window(box, height, width)
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return mask
+    if shape == "rectangles":
+        mask[rows, cols] = True
+    else:
+        ys, xs = _normalised_offsets(box, rows, cols)
+        mask[rows, cols] = ys**2 + xs**2 <= 1.0
+    return mask
+
+
+def centre_heatmap(boxes: list[Box], height: int, width: int) -> np.ndarray:
+    """Max over cells of an elliptic Gaussian at each box centre (sigma = 0.3 x semi-axis)."""
+    heat = np.zeros((height, width), dtype=np.float32)
+    for box in boxes:
+        margin = max(box.width, box.height) * 0.5
+        rows, cols = _box_window(box, height, width, margin)
+        if rows.start >= rows.stop or cols.start >= cols.stop:
+            continue
+        ys, xs = _normalised_offsets(box, rows, cols)
+        gauss = np.exp(-(ys**2 + xs**2) / (2 * CENTRE_SIGMA_FRACTION**2)).astype(np.float32)
+        np.maximum(heat[rows, cols], gauss, out=heat[rows, cols])
+    return heat
+
+
+def make_targets(
+    boxes: list[Box], height: int, width: int, shape: TargetShape, rbc_complete: bool = True
+) -> Targets:
+    """Rasterise boxes (already completed and in this image's coordinates) into targets.
+
+    WBCs are drawn over RBCs. Where RBC boxes are incomplete, pixels outside every box are
+    marked ambiguous (the loss then only asks them to be "not WBC") and carry no centre target.
+    """
+    classes = np.zeros((height, width), dtype=np.uint8)
+    labelled = np.zeros((height, width), dtype=bool)
+    for label in ("rbc", "wbc"):
+        for box in boxes:
+            if box.label == label:
+                region = box_region(box, height, width, shape)
+                classes[region] = CLASS_IDS[label]
+                labelled |= region
+    if shape == "rectangles":
+        centre = np.zeros((height, width), dtype=np.float32)
+    else:
+        centre = centre_heatmap(boxes, height, width)
+    known = np.ones((height, width), dtype=bool) if rbc_complete else labelled
+    return Targets(
+        classes=classes,
+        ambiguous=~known,
+        centre=centre,
+        centre_weight=known.astype(np.float32),
+    )

@@ -1,0 +1,278 @@
+"""Train a UNet from box-annotated datasets, resumably, then export and score it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from app import __version__
+from app.inference.metadata import (
+    DEFAULT_CLASSES,
+    METADATA_FILE,
+    MODEL_FILE,
+    Counting,
+    InputSpec,
+    ModelMetadata,
+    OutputSpec,
+)
+from app.inference.runner import OnnxSegmenter, RunnerOptions
+from training.augment import AugmentConfig
+from training.config import TrainConfig
+from training.data import (
+    AnnotatedImage,
+    fingerprint,
+    load_dataset,
+    median_rbc_diameter,
+    split_dataset,
+)
+from training.dataset import CellBatches, Example, prepare_examples
+from training.evaluate import evaluate_images
+from training.export import export_verified
+from training.losses import CellLoss
+from training.model import build_unet, count_flops
+from training.report import plot_history, plot_samples
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.keras"
+BEST_CHECKPOINT = "best.keras"
+HISTORY_FILE = "history.csv"
+EXPORT_DIR = "export"
+
+
+@dataclass
+class Splits:
+    """Training and validation examples, and what is recorded about the data."""
+
+    train: list[Example]
+    val: list[Example]
+    val_sets: list[tuple[Path, list[AnnotatedImage], float]]
+    rbc_diameter_px: float
+    datasets: list[dict]
+
+
+def load_splits(config: TrainConfig) -> Splits:
+    """Load every dataset, split it, and bring each to the first dataset's cell scale."""
+    roots = [(Path(p), True) for p in config.data] + [
+        (Path(p), False) for p in config.partial_rbc_data
+    ]
+    loaded = [(root, load_dataset(root, config.strict, complete)) for root, complete in roots]
+    train_diameter = median_rbc_diameter(loaded[0][1])
+    train, val, val_sets, datasets = [], [], [], []
+    for root, images in loaded:
+        diameter = median_rbc_diameter(images)
+        scale = train_diameter / diameter
+        parts = {
+            s: split_dataset(root, images, s, config.val_fraction, config.seed)
+            for s in ("train", "val")
+        }
+        if config.max_images:
+            parts = {s: items[: config.max_images] for s, items in parts.items()}
+        train += prepare_examples(parts["train"], scale)
+        val += prepare_examples(parts["val"], scale)
+        val_sets.append((root, parts["val"], diameter))
+        datasets.append(
+            {
+                "path": str(root),
+                "fingerprint": fingerprint(root),
+                "rbc_complete": images[0].rbc_complete if images else True,
+                "rbc_diameter_px": round(diameter, 2),
+                "train_images": len(parts["train"]),
+                "val_images": len(parts["val"]),
+            }
+        )
+        logger.info(
+            "%s: %d train / %d val images, scale x%.3f",
+            root,
+            len(parts["train"]),
+            len(parts["val"]),
+            scale,
+        )
+    return Splits(train, val, val_sets, train_diameter, datasets)
+
+
+def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata:
+    """model.json content for this configuration (metrics and checksum are added later)."""
+    rectangles = config.targets == "rectangles"
+    channels = ["background", "rbc", "wbc"] + ([] if rectangles else ["centre"])
+    counting = Counting(
+        centre_source="distance_transform" if rectangles else "heatmap", **config.counting
+    )
+    return ModelMetadata(
+        name=config.name,
+        version=config.version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
+        classes=DEFAULT_CLASSES,
+        input=InputSpec(tile_size=config.tile_size, size_multiple=2**config.depth),
+        output=OutputSpec(channels=channels),
+        rbc_diameter_px=round(rbc_diameter_px, 2),
+        counting=counting,
+        training=asdict(config),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        package_version=__version__,
+    )
+
+
+def compile_model(config: TrainConfig) -> keras.Model:
+    """A fresh UNet with its optimizer and loss."""
+    rectangles = config.targets == "rectangles"
+    model = build_unet(
+        config.base_filters, config.depth, centre_head=not rectangles, batchnorm=config.batchnorm
+    )
+    # rectangles reproduce the original: plain categorical cross-entropy
+    loss = (
+        CellLoss((1.0, 1.0, 1.0), 0.0, 0.0)
+        if rectangles
+        else CellLoss((1.0, 1.0, config.wbc_weight))
+    )
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+    return model
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """One log line per epoch, with its duration, and the resume state on disk."""
+
+    def __init__(self, state_path: Path, best: float) -> None:
+        super().__init__()
+        self.state_path = state_path
+        self.best = best
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.best = min(self.best, logs.get("val_loss", np.inf))
+        seconds = time.perf_counter() - self.started
+        logger.info(
+            "epoch %d: loss %.4f val_loss %.4f (best %.4f) in %.0f s",
+            epoch + 1,
+            logs.get("loss", np.nan),
+            logs.get("val_loss", np.nan),
+            self.best,
+            seconds,
+        )
+        self.state_path.write_text(
+            json.dumps({"epochs_done": epoch + 1, "best_val_loss": self.best})
+        )
+
+
+def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
+    """Fit with checkpoints every epoch; resumes from run_dir/last.keras if it is there."""
+    normalization = InputSpec().normalization
+    train = CellBatches(
+        splits.train,
+        config.batch_size,
+        config.crop_size,
+        config.targets,
+        normalization,
+        AugmentConfig(),
+        config.seed,
+    )
+    val = CellBatches(
+        splits.val,
+        config.batch_size,
+        config.crop_size,
+        config.targets,
+        normalization,
+        None,
+        config.seed,
+    )
+    state_path = run_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    initial_epoch, best = state.get("epochs_done", 0), state.get("best_val_loss", np.inf)
+    if (run_dir / LAST_CHECKPOINT).exists() and initial_epoch:
+        logger.info("resuming from %s after epoch %d", run_dir / LAST_CHECKPOINT, initial_epoch)
+        model = keras.models.load_model(run_dir / LAST_CHECKPOINT)
+    else:
+        model, initial_epoch, best = compile_model(config), 0, np.inf
+    train.epoch = initial_epoch
+    if initial_epoch < config.epochs:
+        model.fit(
+            train,
+            validation_data=val,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.ModelCheckpoint(
+                    run_dir / BEST_CHECKPOINT,
+                    save_best_only=True,
+                    initial_value_threshold=None if np.isinf(best) else best,
+                ),
+                keras.callbacks.ModelCheckpoint(run_dir / LAST_CHECKPOINT),
+                keras.callbacks.CSVLogger(run_dir / HISTORY_FILE, append=True),
+                keras.callbacks.ReduceLROnPlateau(
+                    factor=0.5, patience=max(2, config.patience // 2)
+                ),
+                keras.callbacks.EarlyStopping(patience=config.patience),
+                ProgressLog(state_path, best),
+            ],
+        )
+    return keras.models.load_model(run_dir / BEST_CHECKPOINT)
+
+
+def validation_inputs(splits: Splits, limit: int = 8) -> np.ndarray:
+    """Normalised validation crops for the parity check."""
+    normalization = InputSpec().normalization
+    batches = CellBatches(splits.val[:limit], limit, 256, "ellipses", normalization, None, 0)
+    return batches[0][0]
+
+
+def export_and_score(
+    model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path
+) -> dict:
+    """Export ONNX with a parity gate, write model.json, and score the validation images."""
+    export_dir = run_dir / EXPORT_DIR
+    onnx_path = export_dir / MODEL_FILE
+    metadata = build_metadata(config, splits.rbc_diameter_px)
+    parity = export_verified(model, onnx_path, validation_inputs(splits), len(metadata.classes))
+    metadata.onnx_sha256 = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    metadata.datasets = splits.datasets
+    segmenter = OnnxSegmenter(
+        export_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
+    )
+    metrics = {
+        "parity": {
+            "max_abs_diff": parity.max_abs_diff,
+            "argmax_agreement": parity.argmax_agreement,
+        },
+        "gflops_256": round(count_flops(model) / 1e9, 2),
+        "parameters": int(model.count_params()),
+    }
+    for root, images, diameter in splits.val_sets:
+        metrics[f"val:{root.name}"] = evaluate_images(segmenter, images, diameter)
+    metadata.metrics = metrics
+    (export_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
+    return metrics
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) training, then export, verify, score and draw the run's pictures."""
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    keras.utils.set_random_seed(config.seed)
+    started = time.perf_counter()
+    splits = load_splits(config)
+    model = fit(config, splits, run_dir)
+    metrics = export_and_score(model, config, splits, run_dir)
+    metrics["train_seconds_this_session"] = round(time.perf_counter() - started, 1)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_history(run_dir / HISTORY_FILE, run_dir / "history.png")
+    plot_samples(
+        model,
+        splits.val,
+        config.targets,
+        run_dir / "samples.png",
+        build_metadata(config, splits.rbc_diameter_px),
+    )
+    return metrics
