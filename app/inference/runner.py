@@ -54,6 +54,9 @@ class OnnxSegmenter:
         )
         self.provider = self.session.get_providers()[0]
         self.input_name = self.session.get_inputs()[0].name
+        if options.providers and self.provider != options.providers[0]:
+            logger.warning("%s was requested but is unavailable here: falling back to %s",
+                           options.providers[0], self.provider)
         logger.info("model %s %s runs on %s", metadata.name, metadata.version, self.provider)
 
     @property

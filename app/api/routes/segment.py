@@ -1,0 +1,96 @@
+"""POST /segment: an uploaded smear in, counts, cells and pictures out."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+
+from app.api.deps import ReadyModelDep, SettingsDep
+from app.api.schemas import ErrorResponse, SegmentResponse
+from app.core.errors import ApiError
+from app.core.segmenting import PICTURES, parse_include, segment_upload
+
+router = APIRouter()
+
+READ_CHUNK = 1 << 20
+ERRORS = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in [
+        (413, "upload or image too large"),
+        (415, "not an image this service reads"),
+        (422, "missing or invalid field or parameter"),
+        (503, "model not ready (see Retry-After)"),
+    ]
+}
+
+
+async def read_limited(upload: UploadFile, limit: int) -> bytes:
+    """The upload's bytes, or 413 as soon as they pass the limit."""
+    chunks, size = [], 0
+    while chunk := await upload.read(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "upload_too_large", f"the upload exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/segment",
+    response_model=SegmentResponse,
+    responses={
+        200: {
+            "content": {"image/png": {}},
+            "description": "JSON, or the overlay PNG "
+            "itself with X-Count-RBC / X-Count-WBC when Accept: image/png",
+        },
+        **ERRORS,
+    },
+    summary="Segment and count the blood cells of one image",
+)
+async def segment(
+    request: Request,
+    model: ReadyModelDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="PNG, JPEG, TIFF, BMP, GIF or WebP")],
+    include: Annotated[str, Query(description=f"comma list of {', '.join(PICTURES)}")] = ",".join(
+        PICTURES
+    ),
+    scale: Annotated[
+        float | None, Query(gt=0, le=8, description="resample by this factor first")
+    ] = None,
+    rbc_diameter: Annotated[
+        float | None,
+        Query(
+            gt=2,
+            le=4000,
+            description=(
+                "RBC diameter in this image's pixels: resamples to the model's training scale"
+            ),
+        ),
+    ] = None,
+):
+    if scale is not None and rbc_diameter is not None:
+        raise ApiError(422, "invalid_request", "give scale or rbc_diameter, not both")
+    pictures = parse_include(include)
+    wants_png = "image/png" in request.headers.get("accept", "")
+    data = await read_limited(image, settings.max_upload_bytes)
+    work = partial(
+        segment_upload,
+        data,
+        model,
+        pictures,
+        settings.max_pixels,
+        scale,
+        rbc_diameter,
+        overlay_only=wants_png,
+    )
+    result = await anyio.to_thread.run_sync(work, limiter=request.app.state.inference_limiter)
+    if wants_png:
+        counts = result.body["counts"]
+        headers = {"X-Count-RBC": str(counts["rbc"]), "X-Count-WBC": str(counts["wbc"])}
+        return Response(result.overlay_png, media_type="image/png", headers=headers)
+    return result.body

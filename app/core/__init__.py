@@ -1,0 +1,1 @@
+"""Service plumbing: settings, logging, errors, metrics, the loaded model."""

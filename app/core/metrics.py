@@ -1,0 +1,47 @@
+"""Prometheus metrics of the service, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+registry = CollectorRegistry()
+
+REQUESTS = Counter(
+    "bloodseg_requests_total",
+    "HTTP requests by route, method and status",
+    ["route", "method", "status"],
+    registry=registry,
+)
+LATENCY = Histogram(
+    "bloodseg_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=registry,
+)
+STAGE_LATENCY = Histogram(
+    "bloodseg_stage_duration_seconds",
+    "Time per /segment stage",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=registry,
+)
+IMAGE_PIXELS = Histogram(
+    "bloodseg_image_pixels",
+    "Pixels (width x height) of segmented images",
+    buckets=(65_536, 262_144, 1_048_576, 4_194_304, 16_777_216, 67_108_864),
+    registry=registry,
+)
+CELLS = Counter("bloodseg_cells_total", "Cells found, by class", ["label"], registry=registry)
+MODEL_INFO = Gauge(
+    "bloodseg_model_info",
+    "The model being served (value 1)",
+    ["name", "version", "provider"],
+    registry=registry,
+)
+MODEL_READY = Gauge(
+    "bloodseg_model_ready", "1 when a model is loaded and warmed up", registry=registry
+)
+MODEL_LOAD_FAILURES = Counter(
+    "bloodseg_model_load_failures_total", "Models that failed to load or verify", registry=registry
+)

@@ -1,0 +1,92 @@
+"""Both dataset layouts, on the real files and on malformed copies."""
+
+import csv
+import logging
+import shutil
+
+import pytest
+
+from tests.conftest import BCCD, BCD
+from training.data import DataError, load_dataset, median_rbc_diameter, split_dataset
+
+
+def test_kaggle_layout_reads_every_box():
+    images = load_dataset(BCD)
+    assert len(images) == 80
+    assert sum(len(i.boxes) for i in images) == 1869
+    assert all(i.width == 256 and i.height == 256 for i in images)
+    assert 45 < median_rbc_diameter(images) < 60
+
+
+def test_voc_layout_skips_degenerate_boxes_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        images = load_dataset(BCCD, rbc_complete=False)
+    assert len(images) == 292 and not images[0].rbc_complete
+    assert "BloodImage_00338.xml object 13: empty or inverted box" in caplog.text
+    labels = {b.label for i in images for b in i.boxes}
+    assert labels == {"rbc", "wbc"}  # platelets are not a target class
+    with pytest.raises(DataError, match="BloodImage_00338.xml object 13"):
+        load_dataset(BCCD, strict=True)
+
+
+def test_splits_are_seeded_or_published():
+    images = load_dataset(BCD)
+    val = split_dataset(BCD, images, "val", 0.2, seed=7)
+    train = split_dataset(BCD, images, "train", 0.2, seed=7)
+    assert len(val) == 16 and len(train) == 64
+    assert not {i.path for i in val} & {i.path for i in train}
+    assert val == split_dataset(BCD, images, "val", 0.2, seed=7)
+    assert val != split_dataset(BCD, images, "val", 0.2, seed=8)
+    bccd_val = split_dataset(BCCD, load_dataset(BCCD), "val", 0.2, seed=7)
+    assert len(bccd_val) == 87  # ImageSets/Main/val.txt
+
+
+@pytest.fixture
+def broken_kaggle(tmp_path):
+    (tmp_path / "images").mkdir()
+    for name in ("image-11.png", "image-10.png"):
+        shutil.copy(BCD / "images" / name, tmp_path / "images" / name)
+    rows = [
+        ["image", "xmin", "ymin", "xmax", "ymax", "label"],
+        ["image-11.png", "10", "10", "60", "60", "rbc"],
+        ["image-11.png", "ten", "10", "60", "60", "rbc"],
+        ["image-11.png", "10", "10", "60", "60", "platelet-ish"],
+        ["image-11.png", "200", "200", "400", "260", "wbc"],
+        ["image-11.png", "60", "10", "10", "60", "rbc"],
+        ["missing.png", "10", "10", "60", "60", "rbc"],
+        ["image-10.png", "0", "0", "256.5", "40", "wbc"],
+    ]
+    with (tmp_path / "annotations.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return tmp_path
+
+
+def test_malformed_rows_are_named_and_skipped(broken_kaggle, caplog):
+    with caplog.at_level(logging.WARNING):
+        images = load_dataset(broken_kaggle)
+    by_name = {i.path.name: i for i in images}
+    assert len(by_name["image-11.png"].boxes) == 1
+    assert by_name["image-10.png"].boxes[0].x_max == 256  # within tolerance: clipped
+    for row, message in [(3, "non-numeric"), (4, "unknown label"), (5, "outside"),
+                         (6, "inverted"), (7, "missing or unreadable")]:
+        assert f"annotations.csv row {row}: " in caplog.text
+        assert message in caplog.text
+    with pytest.raises(DataError, match="row 3: non-numeric"):
+        load_dataset(broken_kaggle, strict=True)
+
+
+def test_malformed_voc_xml_is_named(tmp_path, caplog):
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    shutil.copy(BCCD / "JPEGImages" / "BloodImage_00000.jpg", tmp_path / "JPEGImages")
+    shutil.copy(BCCD / "Annotations" / "BloodImage_00000.xml", tmp_path / "Annotations")
+    (tmp_path / "Annotations" / "BloodImage_00001.xml").write_text("<annotation><object>")
+    with caplog.at_level(logging.WARNING):
+        images = load_dataset(tmp_path)
+    assert len(images) == 1 and len(images[0].boxes) == 20
+    assert "BloodImage_00001.xml: malformed XML" in caplog.text
+
+
+def test_unknown_layout_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="neither"):
+        load_dataset(tmp_path)

@@ -1,0 +1,92 @@
+"""Tiling, merging and instance finding on constructed inputs."""
+
+import numpy as np
+
+from app.inference.metadata import DEFAULT_CLASSES, Counting, InputSpec, ModelMetadata, OutputSpec
+from app.inference.postprocess import class_mask, describe_cells, find_instances, resize_instances
+from app.inference.preprocess import blend_weights, normalize_image, tile_windows, window_starts
+
+
+def metadata(**counting) -> ModelMetadata:
+    return ModelMetadata(
+        name="t", version="0", classes=DEFAULT_CLASSES, input=InputSpec(),
+        output=OutputSpec(channels=["background", "rbc", "wbc", "centre"]),
+        rbc_diameter_px=40.0, counting=Counting(**counting),
+    )
+
+
+def test_windows_cover_the_image_with_the_overlap():
+    assert window_starts(256, 256, 64) == [0]
+    starts = window_starts(700, 256, 64)
+    assert starts[0] == 0 and starts[-1] == 700 - 256
+    assert all(b - a <= 256 - 64 for a, b in zip(starts, starts[1:], strict=False))
+    assert len(tile_windows(700, 300, 256, 64)) == len(starts) * 2
+
+
+def test_blend_weights_taper_to_the_edges():
+    w = blend_weights(256, 64)
+    assert w[128, 128] == 1.0 and w[0, 0] < 0.01 and w[0, 128] < w[32, 128] < w[64, 128]
+
+
+def test_normalisation_is_per_channel_standardisation():
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = normalize_image(image, InputSpec().normalization)
+    assert np.allclose(out.mean(axis=(0, 1)), 0, atol=1e-5)
+    assert np.allclose(out.std(axis=(0, 1)), 1, atol=1e-3)
+    flat = normalize_image(np.full((8, 8, 3), 128, np.uint8), InputSpec().normalization)
+    assert np.isfinite(flat).all()
+
+
+def synthetic_probs(centres, wbc_box=None, size=(100, 160)):
+    """Probabilities of overlapping round RBCs (radius 20) and an optional WBC square."""
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    probs = np.zeros((h, w, 4), np.float32)
+    probs[..., 0] = 1
+    for cy, cx in centres:
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= 20**2
+        probs[inside, :3] = [0, 1, 0]
+        gauss = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 6.0**2))
+        probs[..., 3] = np.maximum(probs[..., 3], gauss)
+    if wbc_box:
+        y0, x0, y1, x1 = wbc_box
+        probs[y0:y1, x0:x1, :3] = [0, 0, 1]
+    return probs
+
+
+def test_touching_rbcs_are_split_by_their_centre_peaks():
+    meta = metadata()
+    instances = find_instances(synthetic_probs([(50, 40), (50, 70), (50, 120)]), meta)
+    cells = describe_cells(instances, meta)
+    assert [c.label for c in cells] == ["rbc"] * 3
+    owners = [instances.labels[50, x] for x in (40, 70, 120)]
+    assert 0 not in owners and len(set(owners)) == 3  # each true centre in its own cell
+
+
+def test_wbc_region_is_one_cell_and_small_fragments_are_dropped():
+    meta = metadata()
+    probs = synthetic_probs([(50, 30)], wbc_box=(20, 90, 80, 150))
+    probs[5:8, 5:8, :3] = [0, 0, 1]  # 9 px of WBC noise: under the minimum area
+    cells = describe_cells(find_instances(probs, meta), meta)
+    assert sorted(c.label for c in cells) == ["rbc", "wbc"]
+    wbc = next(c for c in cells if c.label == "wbc")
+    assert wbc.bbox == (90, 20, 150, 80) and wbc.area == 3600 and wbc.score == 1.0
+
+
+def test_distance_transform_counting_without_a_centre_head():
+    meta = metadata(centre_source="distance_transform")
+    cells = describe_cells(find_instances(synthetic_probs([(50, 30), (50, 120)]), meta), meta)
+    assert len(cells) == 2
+
+
+def test_resized_instances_keep_mask_and_cells_consistent():
+    meta = metadata()
+    instances = find_instances(synthetic_probs([(50, 40), (50, 120)], wbc_box=(0, 60, 30, 100)), meta)
+    big = resize_instances(instances, 200, 320)
+    mask = class_mask(big)
+    cells = describe_cells(big, meta)
+    assert mask.shape == (200, 320) and len(cells) == 3
+    for cell in cells:
+        x0, y0, x1, y1 = cell.bbox
+        pixels = mask[y0:y1, x0:x1][big.labels[y0:y1, x0:x1] == cell.id]
+        assert (pixels == meta.class_id(cell.label)).all() and pixels.size == cell.area

@@ -1,0 +1,97 @@
+"""A tiny real training run: trains, resumes, exports to ONNX, passes parity, publishes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import BCCD, BCD
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    from training.cli import main
+
+    run_dir = tmp_path_factory.mktemp("run")
+    args = ["train", "--data", str(BCD), "--partial-rbc-data", str(BCCD), "--run-dir", str(run_dir),
+            "--max-images", "4", "--crop-size", "64", "--base-filters", "4", "--depth", "2",
+            "--batch-size", "4", "--version", "0.0.1"]
+    assert main([*args, "--epochs", "1"]) == 0
+    assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 1
+    assert main([*args, "--epochs", "2"]) == 0  # resumes from last.keras
+    return run_dir
+
+
+def test_training_resumes_and_writes_its_run_directory(tiny_run):
+    assert json.loads((tiny_run / "state.json").read_text())["epochs_done"] == 2
+    history = (tiny_run / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 3  # header + one row per epoch, across the resume
+    for name in ("config.json", "best.keras", "history.png", "samples.png", "metrics.json"):
+        assert (tiny_run / name).stat().st_size > 0
+
+
+def test_export_passes_parity_and_records_metadata(tiny_run):
+    from app.inference.metadata import read_metadata
+
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["parity"]["max_abs_diff"] <= 1e-4
+    assert metrics["parity"]["argmax_agreement"] >= 0.999
+    metadata = read_metadata(tiny_run / "export" / "model.json")
+    assert metadata.output.channels == ["background", "rbc", "wbc", "centre"]
+    assert metadata.input.size_multiple == 4 and 45 < metadata.rbc_diameter_px < 60
+    assert {d["rbc_complete"] for d in metadata.datasets} == {True, False}
+    assert len(metadata.datasets[0]["fingerprint"]) == 64
+    for key in ("pixel_accuracy", "dice_rbc", "rbc", "wbc"):
+        assert key in metadata.metrics["val:blood-cell-detection"]
+
+
+def test_onnx_batch_is_dynamic(tiny_run):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tiny_run / "export" / "model.onnx"))
+    name = session.get_inputs()[0].name
+    for batch in (1, 3):
+        out = session.run(None, {name: np.zeros((batch, 64, 64, 3), np.float32)})[0]
+        assert out.shape == (batch, 64, 64, 4)
+        assert np.allclose(out[..., :3].sum(-1), 1.0, atol=1e-5)
+
+
+def test_parity_check_rejects_a_different_model(tiny_run, tmp_path):
+    import keras
+
+    from training.export import ParityError, export_verified
+    from training.model import build_unet
+
+    other = build_unet(4, 2)
+    trained = keras.models.load_model(tiny_run / "best.keras")
+    inputs = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    onnx_path = export_verified(trained, tmp_path / "ok.onnx", inputs, 3)
+    assert onnx_path.ok
+    # a mismatched pair must fail: check the trained ONNX against the untrained model
+    from training.export import check_parity
+    assert not check_parity(other, tmp_path / "ok.onnx", inputs, 3).ok
+    with pytest.raises(ParityError):
+        from training import export as export_module
+        original = export_module.export_onnx
+        try:
+            export_module.export_onnx = lambda model, path: original(trained, path)
+            export_verified(other, tmp_path / "bad.onnx", inputs, 3)
+        finally:
+            export_module.export_onnx = original
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_publish_then_evaluate_the_published_model(tiny_run, tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["publish", "--export-dir", str(tiny_run / "export"), "--models-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "bloodseg" / "CURRENT").read_text().strip() == "0.0.1"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "bloodseg"), "--data", str(BCD),
+                 "--split", "val"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 16 and result["split"] == "val"
+    assert 0.0 <= result["pixel_accuracy"] <= 1.0
