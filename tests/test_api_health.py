@@ -1,0 +1,45 @@
+"""Readiness, model description, metrics and request ids."""
+
+from tests.conftest import BCD
+
+
+def test_ready_and_model_description(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    model = client.get("/model").json()
+    assert ready["model"] == f"{model['name']}/{model['version']}"
+    assert model["provider"] == "CPUExecutionProvider"
+    assert model["onnx_inputs"][0]["shape"][-1] == 3
+    assert [c["name"] for c in model["classes"]] == ["background", "rbc", "wbc"]
+    assert model["rbc_diameter_px"] > 0 and model["counting"]["method"]
+
+
+def test_metrics_counters_move(client):
+    def segment_ok_count() -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith('bloodseg_requests_total{method="POST",route="/segment",status="200"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = segment_ok_count()
+    data = (BCD / "images" / "image-2.png").read_bytes()
+    client.post("/segment", files={"image": ("a.png", data, "image/png")})
+    assert segment_ok_count() == before + 1
+    text = client.get("/metrics").text
+    for name in ("bloodseg_stage_duration_seconds_bucket{le=\"0.001\",stage=\"inference\"}",
+                 "bloodseg_image_pixels_count", "bloodseg_cells_total{label=\"rbc\"}",
+                 "bloodseg_model_info{", "bloodseg_model_ready 1.0"):
+        assert name in text
+
+
+def test_request_id_is_echoed(client):
+    response = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    assert len(client.get("/healthz").headers["X-Request-ID"]) == 32
+
+
+def test_openapi_documents_segment(client):
+    schema = client.get("/openapi.json").json()
+    operation = schema["paths"]["/segment"]["post"]
+    assert {"413", "415", "422", "503"} <= set(operation["responses"])
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,121 @@
+"""POST /segment on the real shipped model and real images."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import BCCD, BCD
+from training.data import load_dataset
+
+BCD_IMAGE = "image-2.png"
+
+
+@pytest.fixture(scope="module")
+def annotations():
+    return {i.path.name: i for i in load_dataset(BCD)}
+
+
+def post(client, path: str, data: bytes, name: str = "smear.png", **kwargs):
+    return client.post(path, files={"image": (name, data, "application/octet-stream")}, **kwargs)
+
+
+def png_of(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_png(text: str) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(base64.b64decode(text))))
+
+
+def test_counts_are_close_to_the_annotations(client, annotations):
+    for name in (BCD_IMAGE, "image-4.png", "image-7.png"):
+        response = post(client, "/segment", (BCD / "images" / name).read_bytes())
+        assert response.status_code == 200
+        body = response.json()
+        truth = annotations[name].boxes
+        true_rbc = sum(b.label == "rbc" for b in truth)
+        assert abs(body["counts"]["rbc"] - true_rbc) <= max(4, 0.2 * true_rbc)
+        assert body["counts"]["wbc"] == sum(b.label == "wbc" for b in truth)
+        assert body["model"]["provider"] == "CPUExecutionProvider"
+        assert set(body["timings_ms"]) == {"decode", "preprocess", "inference", "postprocess",
+                                           "encode", "total"}
+
+
+def test_pictures_match_the_input_size_and_the_cells(client):
+    body = post(client, "/segment", (BCD / "images" / BCD_IMAGE).read_bytes()).json()
+    assert body["image"] == {"width": 256, "height": 256}
+    mask, instances, overlay = (decode_png(body[k]) for k in ("mask", "instances", "overlay"))
+    assert mask.shape == instances.shape == (256, 256) and overlay.shape == (256, 256, 3)
+    assert instances.dtype == np.uint16 and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 1, 2}
+    assert sorted(c["id"] for c in body["cells"]) == sorted(set(np.unique(instances)) - {0})
+    assert sum(c["label"] == "rbc" for c in body["cells"]) == body["counts"]["rbc"]
+    for cell in body["cells"]:
+        pixels = instances == cell["id"]
+        assert pixels.sum() == cell["area"]
+        assert (mask[pixels] == {"rbc": 1, "wbc": 2}[cell["label"]]).all()
+        ys, xs = np.nonzero(pixels)
+        assert cell["bbox"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        assert 0 < cell["score"] <= 1
+
+
+def test_include_selects_pictures(client):
+    data = (BCD / "images" / BCD_IMAGE).read_bytes()
+    body = post(client, "/segment?include=mask", data).json()
+    assert body["mask"] and body["instances"] is None and body["overlay"] is None
+    empty = post(client, "/segment?include=", data).json()
+    assert empty["mask"] is None and empty["counts"] == body["counts"]
+    assert post(client, "/segment?include=mask,heatmap", data).status_code == 422
+
+
+def test_accept_png_returns_the_overlay(client):
+    data = (BCD / "images" / BCD_IMAGE).read_bytes()
+    counts = post(client, "/segment", data).json()["counts"]
+    response = post(client, "/segment", data, headers={"Accept": "image/png"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (256, 256)
+    assert int(response.headers["X-Count-RBC"]) == counts["rbc"]
+    assert int(response.headers["X-Count-WBC"]) == counts["wbc"]
+
+
+def test_bccd_image_at_its_own_magnification(client):
+    data = (BCCD / "JPEGImages" / "BloodImage_00000.jpg").read_bytes()
+    body = post(client, "/segment?rbc_diameter=104", data, name="a.jpg").json()
+    assert body["image"] == {"width": 640, "height": 480}
+    assert 0.4 < body["scale"] < 0.7
+    assert body["counts"]["wbc"] == 1
+    assert 10 <= body["counts"]["rbc"] <= 40
+    assert decode_png(body["mask"]).shape == (480, 640)
+
+
+def test_a_cell_on_a_tile_border_is_counted_once(client, annotations):
+    """A real WBC pasted across the seam of two inference tiles in a 300x700 mosaic."""
+    image = np.array(Image.open(BCD / "images" / BCD_IMAGE).convert("RGB"))
+    (wbc,) = [b for b in annotations[BCD_IMAGE].boxes if b.label == "wbc"]
+    canvas = np.empty((300, 700, 3), np.uint8)
+    canvas[:] = np.median(image.reshape(-1, 3), axis=0).astype(np.uint8)
+    seam = 256  # the first tile's right edge: tiles start at 0, 222 and 444
+    left = seam - round((wbc.x_min + wbc.x_max) / 2)
+    canvas[20:276, left : left + 256] = image
+    body = post(client, "/segment", png_of(canvas)).json()
+    wbcs = [c for c in body["cells"] if c["label"] == "wbc"]
+    assert len(wbcs) == 1
+    assert wbcs[0]["bbox"][0] < seam - 20 and wbcs[0]["bbox"][2] > seam + 20
+    alone = post(client, "/segment", (BCD / "images" / BCD_IMAGE).read_bytes()).json()
+    assert abs(body["counts"]["rbc"] - alone["counts"]["rbc"]) <= 2
+
+
+def test_scale_resamples_and_reports_in_input_pixels(client):
+    image = np.array(Image.open(BCD / "images" / BCD_IMAGE).convert("RGB"))
+    big = np.array(Image.fromarray(image).resize((512, 512), Image.Resampling.BILINEAR))
+    body = post(client, "/segment?scale=0.5", png_of(big)).json()
+    assert body["image"] == {"width": 512, "height": 512} and body["scale"] == 0.5
+    assert decode_png(body["mask"]).shape == (512, 512)
+    alone = post(client, "/segment", png_of(image)).json()
+    assert body["counts"]["wbc"] == alone["counts"]["wbc"]
+    assert abs(body["counts"]["rbc"] - alone["counts"]["rbc"]) <= 3

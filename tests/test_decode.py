@@ -1,0 +1,72 @@
+"""Image decoding: formats, modes, orientation, and refusal of bad bytes before decoding."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.inference.decode import ImageDecodeError, ImageTooLargeError, decode_image
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+RGB = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP"])
+def test_formats_decode_to_rgb(fmt):
+    out = decode_image(encode(RGB, fmt))
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+
+
+def test_modes_become_rgb():
+    gray16 = Image.fromarray((np.arange(600, dtype=np.uint16).reshape(20, 30) * 100))
+    out = decode_image(encode(gray16, "PNG"))
+    assert out.shape == (20, 30, 3) and out.max() == 255 and (out[..., 0] == out[..., 2]).all()
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert (decode_image(encode(rgba, "PNG")) == 255).all()  # transparent -> white
+    palette = RGB.convert("P")
+    assert decode_image(encode(palette, "PNG")).shape == (20, 30, 3)
+    assert decode_image(encode(RGB.convert("L"), "JPEG")).shape == (20, 30, 3)
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    out = decode_image(encode(RGB, "JPEG", exif=exif))
+    assert out.shape == (30, 20, 3)
+
+
+def test_gif_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    out = decode_image(buffer.getvalue())
+    assert out[0, 0, 0] > 200 and out[0, 0, 2] < 50
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header declares a huge size but holds a few bytes of pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_from_the_header():
+    with pytest.raises(ImageTooLargeError, match="pixels"):
+        decode_image(png_claiming(50_000, 50_000), max_pixels=40_000_000)
+
+
+@pytest.mark.parametrize("data", [b"", b"hello, not an image", encode(RGB, "PNG")[:60],
+                                  b"%PDF-1.4 fake"])
+def test_bad_bytes_are_decode_errors(data):
+    with pytest.raises(ImageDecodeError):
+        decode_image(data)
