@@ -29,7 +29,9 @@ def segmenter(shipped_model_dir: Path):
     from app.inference.runner import OnnxSegmenter, RunnerOptions
 
     metadata = read_metadata(shipped_model_dir / "model.json")
-    return OnnxSegmenter(shipped_model_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",)))
+    return OnnxSegmenter(
+        shipped_model_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
+    )
 
 
 def wait_ready(client, seconds: float = 60.0) -> None:

@@ -18,8 +18,12 @@ def assert_error(response, status: int, code: str) -> None:
 
 @pytest.mark.parametrize(
     "data, code",
-    [(b"", "unsupported_image"), (b"just some text", "unsupported_image"),
-     (GOOD[:400], "unsupported_image"), (b"%PDF-1.7\n" + b"0" * 100, "unsupported_image")],
+    [
+        (b"", "unsupported_image"),
+        (b"just some text", "unsupported_image"),
+        (GOOD[:400], "unsupported_image"),
+        (b"%PDF-1.7\n" + b"0" * 100, "unsupported_image"),
+    ],
     ids=["empty", "wrong-magic", "truncated", "pdf"],
 )
 def test_undecodable_uploads_are_415(client, data, code):
@@ -36,13 +40,19 @@ def test_decompression_bomb_is_413(client):
 
 @pytest.mark.parametrize(
     "query, files",
-    [("", None), ("?include=pdf", "image"), ("?scale=-1", "image"), ("?scale=abc", "image"),
-     ("?scale=1&rbc_diameter=50", "image")],
+    [
+        ("", None),
+        ("?include=pdf", "image"),
+        ("?scale=-1", "image"),
+        ("?scale=abc", "image"),
+        ("?scale=1&rbc_diameter=50", "image"),
+    ],
     ids=["missing-image", "bad-include", "negative-scale", "text-scale", "both-scales"],
 )
 def test_invalid_requests_are_422(client, query, files):
-    response = client.post(f"/segment{query}",
-                           files={files: ("a.png", GOOD, "image/png")} if files else None)
+    response = client.post(
+        f"/segment{query}", files={files: ("a.png", GOOD, "image/png")} if files else None
+    )
     assert_error(response, 422, "invalid_include" if "include" in query else "invalid_request")
 
 
@@ -55,14 +65,26 @@ def test_oversized_upload_is_413_and_the_server_keeps_serving():
         wait_ready(small)
         large = encode_noise(600, 600)
         assert len(large) > 300_000 > len(GOOD)
-        assert_error(small.post("/segment", files={"image": ("big.png", large, "image/png")}),
-                     413, "upload_too_large")
-        assert_error(small.post("/segment", files={"image": ("tall.png", encode_flat(400, 300),
-                                                             "image/png")}),
-                     413, "image_too_large")
-        assert_error(small.post("/segment?scale=4", files={"image": ("a.png", GOOD, "image/png")}),
-                     413, "image_too_large")
-        assert small.post("/segment", files={"image": ("a.png", GOOD, "image/png")}).status_code == 200
+        assert_error(
+            small.post("/segment", files={"image": ("big.png", large, "image/png")}),
+            413,
+            "upload_too_large",
+        )
+        assert_error(
+            small.post(
+                "/segment", files={"image": ("tall.png", encode_flat(400, 300), "image/png")}
+            ),
+            413,
+            "image_too_large",
+        )
+        assert_error(
+            small.post("/segment?scale=4", files={"image": ("a.png", GOOD, "image/png")}),
+            413,
+            "image_too_large",
+        )
+        assert (
+            small.post("/segment", files={"image": ("a.png", GOOD, "image/png")}).status_code == 200
+        )
 
 
 def encode_noise(height: int, width: int) -> bytes:

@@ -17,7 +17,9 @@ def test_ready_and_model_description(client):
 def test_metrics_counters_move(client):
     def segment_ok_count() -> float:
         for line in client.get("/metrics").text.splitlines():
-            if line.startswith('bloodseg_requests_total{method="POST",route="/segment",status="200"}'):
+            if line.startswith(
+                'bloodseg_requests_total{method="POST",route="/segment",status="200"}'
+            ):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
@@ -26,9 +28,13 @@ def test_metrics_counters_move(client):
     client.post("/segment", files={"image": ("a.png", data, "image/png")})
     assert segment_ok_count() == before + 1
     text = client.get("/metrics").text
-    for name in ("bloodseg_stage_duration_seconds_bucket{le=\"0.001\",stage=\"inference\"}",
-                 "bloodseg_image_pixels_count", "bloodseg_cells_total{label=\"rbc\"}",
-                 "bloodseg_model_info{", "bloodseg_model_ready 1.0"):
+    for name in (
+        'bloodseg_stage_duration_seconds_bucket{le="0.001",stage="inference"}',
+        "bloodseg_image_pixels_count",
+        'bloodseg_cells_total{label="rbc"}',
+        "bloodseg_model_info{",
+        "bloodseg_model_ready 1.0",
+    ):
         assert name in text
 
 

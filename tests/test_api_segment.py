@@ -42,8 +42,14 @@ def test_counts_are_close_to_the_annotations(client, annotations):
         assert abs(body["counts"]["rbc"] - true_rbc) <= max(4, 0.2 * true_rbc)
         assert body["counts"]["wbc"] == sum(b.label == "wbc" for b in truth)
         assert body["model"]["provider"] == "CPUExecutionProvider"
-        assert set(body["timings_ms"]) == {"decode", "preprocess", "inference", "postprocess",
-                                           "encode", "total"}
+        assert set(body["timings_ms"]) == {
+            "decode",
+            "preprocess",
+            "inference",
+            "postprocess",
+            "encode",
+            "total",
+        }
 
 
 def test_pictures_match_the_input_size_and_the_cells(client):

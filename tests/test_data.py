@@ -25,7 +25,7 @@ def test_voc_layout_skips_degenerate_boxes_with_a_warning(caplog):
     assert "BloodImage_00338.xml object 13: empty or inverted box" in caplog.text
     labels = {b.label for i in images for b in i.boxes}
     assert labels == {"rbc", "wbc"}  # platelets are not a target class
-    with pytest.raises(DataError, match="BloodImage_00338.xml object 13"):
+    with pytest.raises(DataError, match=r"BloodImage_00338\.xml object 13"):
         load_dataset(BCCD, strict=True)
 
 
@@ -67,8 +67,13 @@ def test_malformed_rows_are_named_and_skipped(broken_kaggle, caplog):
     by_name = {i.path.name: i for i in images}
     assert len(by_name["image-11.png"].boxes) == 1
     assert by_name["image-10.png"].boxes[0].x_max == 256  # within tolerance: clipped
-    for row, message in [(3, "non-numeric"), (4, "unknown label"), (5, "outside"),
-                         (6, "inverted"), (7, "missing or unreadable")]:
+    for row, message in [
+        (3, "non-numeric"),
+        (4, "unknown label"),
+        (5, "outside"),
+        (6, "inverted"),
+        (7, "missing or unreadable"),
+    ]:
         assert f"annotations.csv row {row}: " in caplog.text
         assert message in caplog.text
     with pytest.raises(DataError, match="row 3: non-numeric"):

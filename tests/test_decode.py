@@ -27,7 +27,7 @@ def test_formats_decode_to_rgb(fmt):
 
 
 def test_modes_become_rgb():
-    gray16 = Image.fromarray((np.arange(600, dtype=np.uint16).reshape(20, 30) * 100))
+    gray16 = Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
     out = decode_image(encode(gray16, "PNG"))
     assert out.shape == (20, 30, 3) and out.max() == 255 and (out[..., 0] == out[..., 2]).all()
     rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
@@ -54,10 +54,19 @@ def test_gif_first_frame():
 
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header declares a huge size but holds a few bytes of pixel data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_is_refused_from_the_header():
@@ -65,8 +74,9 @@ def test_decompression_bomb_is_refused_from_the_header():
         decode_image(png_claiming(50_000, 50_000), max_pixels=40_000_000)
 
 
-@pytest.mark.parametrize("data", [b"", b"hello, not an image", encode(RGB, "PNG")[:60],
-                                  b"%PDF-1.4 fake"])
+@pytest.mark.parametrize(
+    "data", [b"", b"hello, not an image", encode(RGB, "PNG")[:60], b"%PDF-1.4 fake"]
+)
 def test_bad_bytes_are_decode_errors(data):
     with pytest.raises(ImageDecodeError):
         decode_image(data)

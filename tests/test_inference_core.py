@@ -1,5 +1,7 @@
 """Tiling, merging and instance finding on constructed inputs."""
 
+import itertools
+
 import numpy as np
 
 from app.inference.metadata import DEFAULT_CLASSES, Counting, InputSpec, ModelMetadata, OutputSpec
@@ -9,9 +11,13 @@ from app.inference.preprocess import blend_weights, normalize_image, tile_window
 
 def metadata(**counting) -> ModelMetadata:
     return ModelMetadata(
-        name="t", version="0", classes=DEFAULT_CLASSES, input=InputSpec(),
+        name="t",
+        version="0",
+        classes=DEFAULT_CLASSES,
+        input=InputSpec(),
         output=OutputSpec(channels=["background", "rbc", "wbc", "centre"]),
-        rbc_diameter_px=40.0, counting=Counting(**counting),
+        rbc_diameter_px=40.0,
+        counting=Counting(**counting),
     )
 
 
@@ -19,7 +25,7 @@ def test_windows_cover_the_image_with_the_overlap():
     assert window_starts(256, 256, 64) == [0]
     starts = window_starts(700, 256, 64)
     assert starts[0] == 0 and starts[-1] == 700 - 256
-    assert all(b - a <= 256 - 64 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a <= 256 - 64 for a, b in itertools.pairwise(starts))
     assert len(tile_windows(700, 300, 256, 64)) == len(starts) * 2
 
 
@@ -81,7 +87,9 @@ def test_distance_transform_counting_without_a_centre_head():
 
 def test_resized_instances_keep_mask_and_cells_consistent():
     meta = metadata()
-    instances = find_instances(synthetic_probs([(50, 40), (50, 120)], wbc_box=(0, 60, 30, 100)), meta)
+    instances = find_instances(
+        synthetic_probs([(50, 40), (50, 120)], wbc_box=(0, 60, 30, 100)), meta
+    )
     big = resize_instances(instances, 200, 320)
     mask = class_mask(big)
     cells = describe_cells(big, meta)

@@ -13,10 +13,14 @@ def make_export(path, version="1.0.0", onnx=b"fake onnx bytes", sha=None):
     path.mkdir(parents=True)
     (path / "model.onnx").write_bytes(onnx)
     metadata = {
-        "name": "bloodseg", "version": version,
+        "name": "bloodseg",
+        "version": version,
         "classes": [{"id": 0, "name": "background", "color": [0, 0, 0]}],
-        "input": {}, "output": {"channels": ["background"]}, "rbc_diameter_px": 50.0,
-        "counting": {}, "onnx_sha256": sha or hashlib.sha256(onnx).hexdigest(),
+        "input": {},
+        "output": {"channels": ["background"]},
+        "rbc_diameter_px": 50.0,
+        "counting": {},
+        "onnx_sha256": sha or hashlib.sha256(onnx).hexdigest(),
     }
     (path / "model.json").write_text(json.dumps(metadata))
     return path

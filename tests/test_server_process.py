@@ -19,11 +19,26 @@ def free_port() -> int:
 
 def test_uvicorn_serves_segment_over_http():
     port = free_port()
-    env = {**os.environ, "BLOODSEG_MODEL_DIR": str(SHIPPED_MODEL),
-           "BLOODSEG_PROVIDERS": '["CPUExecutionProvider"]'}
+    env = {
+        **os.environ,
+        "BLOODSEG_MODEL_DIR": str(SHIPPED_MODEL),
+        "BLOODSEG_PROVIDERS": '["CPUExecutionProvider"]',
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -38,8 +53,9 @@ def test_uvicorn_serves_segment_over_http():
             assert time.monotonic() < deadline, "server never became ready"
             time.sleep(0.2)
         data = (BCD / "images" / "image-2.png").read_bytes()
-        response = httpx.post(f"{base}/segment?include=", timeout=30,
-                              files={"image": ("a.png", data, "image/png")})
+        response = httpx.post(
+            f"{base}/segment?include=", timeout=30, files={"image": ("a.png", data, "image/png")}
+        )
         assert response.status_code == 200
         body = response.json()
         assert body["counts"]["wbc"] == 1 and body["counts"]["rbc"] > 10

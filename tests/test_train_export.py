@@ -16,9 +16,27 @@ def tiny_run(tmp_path_factory) -> Path:
     from training.cli import main
 
     run_dir = tmp_path_factory.mktemp("run")
-    args = ["train", "--data", str(BCD), "--partial-rbc-data", str(BCCD), "--run-dir", str(run_dir),
-            "--max-images", "4", "--crop-size", "64", "--base-filters", "4", "--depth", "2",
-            "--batch-size", "4", "--version", "0.0.1"]
+    args = [
+        "train",
+        "--data",
+        str(BCD),
+        "--partial-rbc-data",
+        str(BCCD),
+        "--run-dir",
+        str(run_dir),
+        "--max-images",
+        "4",
+        "--crop-size",
+        "64",
+        "--base-filters",
+        "4",
+        "--depth",
+        "2",
+        "--batch-size",
+        "4",
+        "--version",
+        "0.0.1",
+    ]
     assert main([*args, "--epochs", "1"]) == 0
     assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 1
     assert main([*args, "--epochs", "2"]) == 0  # resumes from last.keras
@@ -72,9 +90,11 @@ def test_parity_check_rejects_a_different_model(tiny_run, tmp_path):
     assert onnx_path.ok
     # a mismatched pair must fail: check the trained ONNX against the untrained model
     from training.export import check_parity
+
     assert not check_parity(other, tmp_path / "ok.onnx", inputs, 3).ok
     with pytest.raises(ParityError):
         from training import export as export_module
+
         original = export_module.export_onnx
         try:
             export_module.export_onnx = lambda model, path: original(trained, path)
@@ -87,11 +107,26 @@ def test_parity_check_rejects_a_different_model(tiny_run, tmp_path):
 def test_publish_then_evaluate_the_published_model(tiny_run, tmp_path, capsys):
     from training.cli import main
 
-    assert main(["publish", "--export-dir", str(tiny_run / "export"), "--models-dir", str(tmp_path)]) == 0
+    assert (
+        main(["publish", "--export-dir", str(tiny_run / "export"), "--models-dir", str(tmp_path)])
+        == 0
+    )
     assert (tmp_path / "bloodseg" / "CURRENT").read_text().strip() == "0.0.1"
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(tmp_path / "bloodseg"), "--data", str(BCD),
-                 "--split", "val"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "bloodseg"),
+                "--data",
+                str(BCD),
+                "--split",
+                "val",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 16 and result["split"] == "val"
     assert 0.0 <= result["pixel_accuracy"] <= 1.0

@@ -72,7 +72,8 @@ def export_verified(model: keras.Model, path: Path, inputs: np.ndarray, num_clas
     if not parity.ok:
         path.unlink(missing_ok=True)
         raise ParityError(
-            f"ONNX differs from Keras: max |diff| {parity.max_abs_diff:.2e} (limit {MAX_ABS_DIFF}), "
+            f"ONNX differs from Keras: max |diff| {parity.max_abs_diff:.2e} "
+            f"(limit {MAX_ABS_DIFF}), "
             f"argmax agreement {parity.argmax_agreement:.5f} (minimum {MIN_ARGMAX_AGREEMENT})"
         )
     return parity

@@ -28,7 +28,7 @@ class Targets:
     centre_weight: np.ndarray
 
     def stacked(self) -> np.ndarray:
-        """(H, W, 6) float32: one-hot classes, ambiguous, centre, centre weight (the loss's y_true)."""
+        """(H, W, 6) float32 y_true: one-hot classes, ambiguous, centre, centre weight."""
         one_hot = np.eye(3, dtype=np.float32)[self.classes]
         extra = [self.ambiguous, self.centre, self.centre_weight]
         return np.concatenate([one_hot, np.stack(extra, axis=-1).astype(np.float32)], axis=-1)

@@ -1,4 +1,4 @@
-"""Turn network probabilities into cell instances, a class mask, per-cell measurements and counts."""
+"""Network probabilities -> cell instances, class mask, per-cell measurements and counts."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Instances:
 
 
 def centre_map(probs: np.ndarray, rbc_mask: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
-    """Where cell centres are likely: the model's heatmap, or the normalised distance to the edge."""
+    """Where cell centres are likely: the model's heatmap, or the scaled distance to the edge."""
     if metadata.counting.centre_source == "heatmap":
         return probs[..., metadata.output.channels.index("centre")]
     radius = metadata.rbc_diameter_px / 2

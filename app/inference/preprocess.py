@@ -59,7 +59,7 @@ def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[Windo
 
 
 def pad_to_tile(array: np.ndarray, tile: int, multiple: int) -> np.ndarray:
-    """Zero-pad (the normalised mean) bottom/right to at least `tile` and a multiple of `multiple`."""
+    """Zero-pad (the normalised mean) bottom/right to >= `tile` and a multiple of `multiple`."""
     height, width = array.shape[:2]
     target_h = max(tile, int(np.ceil(height / multiple)) * multiple)
     target_w = max(tile, int(np.ceil(width / multiple)) * multiple)

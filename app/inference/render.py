@@ -1,4 +1,4 @@
-"""Pictures of a segmentation: class-tinted overlay with outlines and centre marks, and PNG bytes."""
+"""Pictures of a segmentation: a class-tinted, outlined, centre-marked overlay; PNG bytes."""
 
 from __future__ import annotations
 

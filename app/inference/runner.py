@@ -55,8 +55,11 @@ class OnnxSegmenter:
         self.provider = self.session.get_providers()[0]
         self.input_name = self.session.get_inputs()[0].name
         if options.providers and self.provider != options.providers[0]:
-            logger.warning("%s was requested but is unavailable here: falling back to %s",
-                           options.providers[0], self.provider)
+            logger.warning(
+                "%s was requested but is unavailable here: falling back to %s",
+                options.providers[0],
+                self.provider,
+            )
         logger.info("model %s %s runs on %s", metadata.name, metadata.version, self.provider)
 
     @property
@@ -68,7 +71,7 @@ class OnnxSegmenter:
         return self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
 
     def predict(self, normalized: np.ndarray) -> np.ndarray:
-        """Probabilities (H, W, C) for a normalised (H, W, 3) image, merged from overlapping tiles."""
+        """Probabilities (H, W, C) of a normalised (H, W, 3) image, merged from tiles."""
         height, width = normalized.shape[:2]
         tile = self.tile_size
         overlap = min(self.options.tile_overlap, tile // 2)

@@ -1,0 +1,84 @@
+"""Score a running bloodseg service over HTTP on an annotated dataset dir (either layout).
+
+    python scripts/evaluate_service.py --url http://127.0.0.1:8000 \
+        --data ../shared/datasets/blood-cell-detection --split val
+
+Uses the same box matching and count errors as `python -m training evaluate`, so the two agree
+on the same images; prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.data import load_dataset, median_rbc_diameter, split_dataset
+from training.evaluate import boxes_array
+from training.metrics import CLASSES, MATCH_IOU, DetectionTally
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split", choices=["all", "train", "val"], default="all")
+    parser.add_argument(
+        "--rbc-diameter",
+        default="auto",
+        help="RBC diameter of the data in pixels; 'auto' measures it from the boxes",
+    )
+    args = parser.parse_args()
+
+    with httpx.Client(base_url=args.url, timeout=120) as client:
+        training = client.get("/model").raise_for_status().json()["training"]
+        root = Path(args.data)
+        images = split_dataset(
+            root,
+            load_dataset(root),
+            args.split,
+            training.get("val_fraction", 0.2),
+            training.get("seed", 7),
+        )
+        diameter = (
+            median_rbc_diameter(images) if args.rbc_diameter == "auto" else float(args.rbc_diameter)
+        )
+        tallies = {name: DetectionTally() for name in CLASSES}
+        latencies = []
+        for annotated in images:
+            started = time.perf_counter()
+            response = client.post(
+                "/segment",
+                params={"include": "", "rbc_diameter": diameter},
+                files={"image": (annotated.path.name, annotated.path.read_bytes())},
+            )
+            latencies.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+            cells = response.json()["cells"]
+            for name in CLASSES:
+                predicted = np.array([c["bbox"] for c in cells if c["label"] == name], float)
+                tallies[name].add(
+                    predicted.reshape(-1, 4), boxes_array(annotated.boxes, name), MATCH_IOU[name]
+                )
+    result = {
+        "url": args.url,
+        "data": str(root),
+        "split": args.split,
+        "images": len(images),
+        "rbc_diameter_px": diameter,
+        "mean_request_ms": round(float(np.mean(latencies)), 1),
+    }
+    result.update({name: tallies[name].summary() for name in CLASSES})
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
