@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api.routes import health, segment
+from app.api.routes import health, model, segment
 from app.core.config import Settings, get_settings
 from app.core.errors import error_response, install_error_handlers
 from app.core.logging import configure_logging, request_id
@@ -22,11 +22,19 @@ from app.core.model_store import ModelStore
 logger = logging.getLogger(__name__)
 
 
+async def watch_model(store: ModelStore, interval_s: float) -> None:
+    """Load the model, then keep adopting the version CURRENT points at (if watching is on)."""
+    await anyio.to_thread.run_sync(store.refresh)
+    while interval_s > 0:
+        await anyio.sleep(interval_s)
+        await anyio.to_thread.run_sync(store.refresh)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """Load and warm the model in a worker thread; /readyz answers 503 until it is done."""
+    """Load and warm the model off the event loop; /readyz answers 503 until it is done."""
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(anyio.to_thread.run_sync, app.state.store.load)
+        tasks.start_soon(watch_model, app.state.store, app.state.settings.watch_interval_s)
         yield
         tasks.cancel_scope.cancel()
 
@@ -86,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(segment.router)
+    app.include_router(model.router)
     return app
 
 

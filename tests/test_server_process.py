@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import httpx
 
@@ -17,34 +18,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_uvicorn_serves_segment_over_http():
+@contextmanager
+def running_server(extra_env: dict | None = None):
+    """uvicorn app.main:app on a free 127.0.0.1 port, ready; yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
         "BLOODSEG_MODEL_DIR": str(SHIPPED_MODEL),
         "BLOODSEG_PROVIDERS": '["CPUExecutionProvider"]',
+        **(extra_env or {}),
     }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert server.poll() is None, server.stdout.read().decode()
+            assert server.poll() is None, "server exited"
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
@@ -52,6 +53,14 @@ def test_uvicorn_serves_segment_over_http():
                 pass
             assert time.monotonic() < deadline, "server never became ready"
             time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_uvicorn_serves_segment_over_http():
+    with running_server() as base:
         data = (BCD / "images" / "image-2.png").read_bytes()
         response = httpx.post(
             f"{base}/segment?include=", timeout=30, files={"image": ("a.png", data, "image/png")}
@@ -62,6 +71,21 @@ def test_uvicorn_serves_segment_over_http():
         bad = httpx.post(f"{base}/segment", files={"image": ("a.png", b"nope", "image/png")})
         assert bad.status_code == 415
         assert httpx.get(f"{base}/healthz").status_code == 200
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+        assert_http_scores_match_offline_evaluation(base)
+
+
+def assert_http_scores_match_offline_evaluation(base: str) -> None:
+    """scripts/evaluate_service.py over HTTP agrees with `python -m training evaluate`."""
+    import json
+
+    def run(*args: str) -> dict:
+        done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, check=True)
+        return json.loads(done.stdout)
+
+    common = ["--data", str(BCD), "--split", "val"]
+    online = run("scripts/evaluate_service.py", "--url", base, *common)
+    offline = run("-m", "training", "evaluate", "--model", str(SHIPPED_MODEL), *common)
+    assert online["images"] == offline["images"] == 16
+    for label in ("rbc", "wbc"):
+        for key in ("f1", "count_mae", "count_bias", "predicted"):
+            assert online[label][key] == offline[label][key], (label, key)

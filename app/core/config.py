@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     cors_origins: list[str] = []
+    reload_token: str = Field(
+        "", description="bearer token for POST /model/reload; empty: disabled"
+    )
+    watch_interval_s: float = Field(5.0, ge=0, description="poll the CURRENT pointer; 0: off")
 
 
 @lru_cache

@@ -1,4 +1,4 @@
-"""The model the service runs: loaded, verified and warmed up off the event loop."""
+"""The model the service runs: loaded, verified, warmed up, and swapped atomically on refresh."""
 
 from __future__ import annotations
 
@@ -37,64 +37,94 @@ class LoadedModel:
     segmenter: OnnxSegmenter
 
 
-def load_model(settings: Settings) -> LoadedModel:
-    """Resolve, verify (sha256) and open the model, then run one warm-up tile."""
+def runner_options(settings: Settings) -> RunnerOptions:
+    """ONNX Runtime options from the deployment settings."""
+    return RunnerOptions(
+        providers=tuple(settings.providers),
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        tile_overlap=settings.tile_overlap,
+        batch_size=settings.batch_size,
+    )
+
+
+def load_model(directory: Path, options: RunnerOptions) -> LoadedModel:
+    """Open a version directory: sha256 must match model.json, and a warm-up tile must give
+    one output channel per channel that model.json declares."""
     try:
-        directory = resolve_model_dir(settings.model_dir)
         metadata = read_metadata(directory / METADATA_FILE)
         digest = hashlib.sha256((directory / MODEL_FILE).read_bytes()).hexdigest()
-        if metadata.onnx_sha256 and digest != metadata.onnx_sha256:
+        if digest != metadata.onnx_sha256:
             raise ModelLoadError(f"{directory / MODEL_FILE}: sha256 does not match model.json")
-        options = RunnerOptions(
-            providers=tuple(settings.providers),
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-            tile_overlap=settings.tile_overlap,
-            batch_size=settings.batch_size,
-        )
         segmenter = OnnxSegmenter(directory, metadata, options)
         tile = metadata.input.tile_size
-        segmenter.run_batch(np.zeros((1, tile, tile, 3), np.float32))
+        output = segmenter.run_batch(np.zeros((1, tile, tile, 3), np.float32))
+        expected = (1, tile, tile, len(metadata.output.channels))
+        if output.shape != expected:
+            raise ModelLoadError(f"output shape {output.shape}, model.json implies {expected}")
     except ModelLoadError:
         raise
     except Exception as error:  # any failure to open a model is a load error, never a crash
-        raise ModelLoadError(f"cannot load model from {settings.model_dir}: {error}") from error
+        raise ModelLoadError(f"cannot load model from {directory}: {error}") from error
     return LoadedModel(directory, metadata, segmenter)
 
 
 class ModelStore:
-    """Holds the current model; `current` is None until a load succeeds."""
+    """Holds the served model. `current` is replaced in one assignment: a request that already
+    holds the old model finishes on it, and the next request gets the new one."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
+        self._rejected: Path | None = None
         self._lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
         return self.current is not None
 
-    def load(self) -> None:
-        """Load the configured model; on failure keep what is served and record the error."""
-        try:
-            loaded = load_model(self.settings)
-        except ModelLoadError as error:
-            self.last_error = str(error)
-            MODEL_LOAD_FAILURES.inc()
-            logger.error("model not loaded: %s", error)
-            return
+    def refresh(self, force: bool = False) -> bool:
+        """Load the version the settings point at, if it is not the one served.
+
+        Returns True when a new model was swapped in. On failure the served model stays,
+        and the error is logged, counted and kept for /model and /readyz; a rejected version
+        is tried again only when forced (POST /model/reload) or when CURRENT moves on.
+        """
         with self._lock:
-            self.current = loaded
-            self.last_error = None
-        MODEL_INFO.clear()
+            try:
+                directory = resolve_model_dir(self.settings.model_dir).resolve()
+            except (FileNotFoundError, OSError) as error:
+                return self._failed(str(error))
+            if self.current is not None and self.current.directory == directory:
+                self.last_error = None
+                return False
+            if directory == self._rejected and not force:
+                return False
+            try:
+                loaded = load_model(directory, runner_options(self.settings))
+            except ModelLoadError as error:
+                self._rejected = directory
+                return self._failed(str(error))
+            previous, self.current, self.last_error = self.current, loaded, None
         meta = loaded.metadata
+        MODEL_INFO.clear()
         MODEL_INFO.labels(meta.name, meta.version, loaded.segmenter.provider).set(1)
         MODEL_READY.set(1)
+        old = f" (was {previous.metadata.version})" if previous else ""
         logger.info(
-            "serving %s %s from %s on %s",
+            "serving %s %s%s from %s on %s",
             meta.name,
             meta.version,
+            old,
             loaded.directory,
             loaded.segmenter.provider,
         )
+        return True
+
+    def _failed(self, message: str) -> bool:
+        self.last_error = message
+        MODEL_LOAD_FAILURES.inc()
+        served = self.current.metadata.version if self.current else "nothing"
+        logger.error("model not loaded, still serving %s: %s", served, message)
+        return False

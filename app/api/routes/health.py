@@ -1,4 +1,4 @@
-"""Liveness, readiness, model description and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -24,25 +24,6 @@ def readyz(store: StoreDep):
         message = store.last_error or "the model is still loading"
         return error_response(503, "not_ready", message, {"Retry-After": RETRY_AFTER_S})
     return {"status": "ready", "model": f"{model.metadata.name}/{model.metadata.version}"}
-
-
-@router.get("/model", summary="model.json of the served model, with its provider and input")
-def model_info(store: StoreDep):
-    model = store.current
-    if model is None:
-        message = store.last_error or "the model is still loading"
-        return error_response(503, "not_ready", message, {"Retry-After": RETRY_AFTER_S})
-    session = model.segmenter.session
-    return {
-        **model.metadata.model_dump(),
-        "provider": model.segmenter.provider,
-        "providers": session.get_providers(),
-        "directory": str(model.directory),
-        "onnx_inputs": [
-            {"name": i.name, "shape": i.shape, "type": i.type} for i in session.get_inputs()
-        ],
-        "last_load_error": store.last_error,
-    }
 
 
 @router.get("/metrics", summary="Prometheus metrics")
