@@ -18,6 +18,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_http_ready(server: subprocess.Popen, base: str, seconds: float = 60.0) -> None:
+    """Poll /readyz of a server process until it answers 200."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, "server exited"
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.2)
+
+
 @contextmanager
 def running_server(extra_env: dict | None = None):
     """uvicorn app.main:app on a free 127.0.0.1 port, ready; yields its base URL."""
@@ -43,16 +57,7 @@ def running_server(extra_env: dict | None = None):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, "server exited"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.2)
+        wait_http_ready(server, base)
         yield base
     finally:
         server.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,20 @@ logger = logging.getLogger(__name__)
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip packages (the Docker image's way of shipping them).
+
+    Skipped where those packages are absent: the system's libraries are then used, if any.
+    """
+    if importlib.util.find_spec("nvidia") is not None:
+        ort.preload_dlls()
+
+
 def choose_providers(requested: tuple[str, ...] | list[str]) -> list[str]:
     """Keep the requested providers this ONNX Runtime build has, CPU always last as a fallback."""
     available = set(ort.get_available_providers())
+    if "CUDAExecutionProvider" in requested and "CUDAExecutionProvider" in available:
+        preload_cuda_libraries()
     chosen = [p for p in requested if p in available and p != "CPUExecutionProvider"]
     missing = [p for p in requested if p not in available]
     if missing:
