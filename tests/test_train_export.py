@@ -62,6 +62,8 @@ def test_export_passes_parity_and_records_metadata(tiny_run):
     assert metadata.input.size_multiple == 4 and 45 < metadata.rbc_diameter_px < 60
     assert {d["rbc_complete"] for d in metadata.datasets} == {True, False}
     assert len(metadata.datasets[0]["fingerprint"]) == 64
+    assert "blood-cell-detection train split (4 images)" in metadata.training["counting_tuned_on"]
+    assert metadata.counting.peak_threshold in (0.2, 0.3, 0.4, 0.5)
     for key in ("pixel_accuracy", "dice_rbc", "rbc", "wbc"):
         assert key in metadata.metrics["val:blood-cell-detection"]
 

@@ -35,7 +35,15 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
     parser.add_argument(
         "--run-dir", default=settings.run_dir, help="where checkpoints and reports go"
     )
-    skip = {"data", "partial_rbc_data", "run_dir", "counting", "strict", "batchnorm"}
+    skip = {
+        "data",
+        "partial_rbc_data",
+        "run_dir",
+        "counting",
+        "strict",
+        "batchnorm",
+        "tune_counting",
+    }
     for item in fields(TrainConfig):
         if item.name in skip:
             continue
@@ -48,6 +56,13 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
             **kwargs,
         )
     parser.add_argument("--no-batchnorm", dest="batchnorm", action="store_false")
+    parser.add_argument(
+        "--no-tune-counting",
+        dest="tune_counting",
+        action="store_false",
+        help="keep the default counting thresholds instead of tuning them on "
+        "the first dataset's training split",
+    )
     parser.add_argument("--strict", action="store_true", help="stop on the first dataset problem")
 
 

@@ -29,4 +29,5 @@ class TrainConfig:
     wbc_weight: float = 3.0
     max_images: int = 0
     strict: bool = False
+    tune_counting: bool = True
     counting: dict = field(default_factory=dict)

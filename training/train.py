@@ -39,6 +39,7 @@ from training.export import export_verified
 from training.losses import CellLoss
 from training.model import build_unet, count_flops
 from training.report import plot_history, plot_samples
+from training.tune import tune_counting
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Splits:
     val_sets: list[tuple[Path, list[AnnotatedImage], float]]
     rbc_diameter_px: float
     datasets: list[dict]
+    tune_set: tuple[Path, list[AnnotatedImage], float]
 
 
 def load_splits(config: TrainConfig) -> Splits:
@@ -66,7 +68,7 @@ def load_splits(config: TrainConfig) -> Splits:
     ]
     loaded = [(root, load_dataset(root, config.strict, complete)) for root, complete in roots]
     train_diameter = median_rbc_diameter(loaded[0][1])
-    train, val, val_sets, datasets = [], [], [], []
+    train, val, val_sets, datasets, tune_sets = [], [], [], [], []
     for root, images in loaded:
         diameter = median_rbc_diameter(images)
         scale = train_diameter / diameter
@@ -79,6 +81,7 @@ def load_splits(config: TrainConfig) -> Splits:
         train += prepare_examples(parts["train"], scale)
         val += prepare_examples(parts["val"], scale)
         val_sets.append((root, parts["val"], diameter))
+        tune_sets.append((root, parts["train"], diameter))
         datasets.append(
             {
                 "path": str(root),
@@ -96,7 +99,7 @@ def load_splits(config: TrainConfig) -> Splits:
             len(parts["val"]),
             scale,
         )
-    return Splits(train, val, val_sets, train_diameter, datasets)
+    return Splits(train, val, val_sets, train_diameter, datasets, tune_sets[0])
 
 
 def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata:
@@ -240,6 +243,10 @@ def export_and_score(
     segmenter = OnnxSegmenter(
         export_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
     )
+    if config.tune_counting:
+        root, images, diameter = splits.tune_set
+        metadata.counting = tune_counting(segmenter, images, splits.rbc_diameter_px / diameter)
+        metadata.training["counting_tuned_on"] = f"{root} train split ({len(images)} images)"
     metrics = {
         "parity": {
             "max_abs_diff": parity.max_abs_diff,

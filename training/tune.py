@@ -1,0 +1,63 @@
+"""Choose the counting thresholds on training images (never validation ones)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+
+from app.inference.decode import load_image
+from app.inference.metadata import Counting, ModelMetadata
+from app.inference.postprocess import describe_cells, find_instances, resize_instances
+from app.inference.preprocess import normalize_image, rescale_image
+from app.inference.runner import OnnxSegmenter
+from training.data import AnnotatedImage
+from training.evaluate import boxes_array
+from training.metrics import MATCH_IOU, DetectionTally
+
+logger = logging.getLogger(__name__)
+
+PEAK_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
+PEAK_DISTANCES = (6, 8, 10, 12, 14)
+
+
+def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale: float) -> Counting:
+    """The RBC peak threshold and distance with the lowest RBC count MAE (then best F1).
+
+    The network runs once per image; only the post-processing is repeated per candidate.
+    """
+    metadata: ModelMetadata = segmenter.metadata
+    predictions = []
+    for annotated in images:
+        image = rescale_image(load_image(annotated.path), scale)
+        probs = segmenter.predict(normalize_image(image, metadata.input.normalization))
+        predictions.append((annotated, probs))
+    best_key, best = None, metadata.counting
+    for threshold, distance in itertools.product(PEAK_THRESHOLDS, PEAK_DISTANCES):
+        counting = metadata.counting.model_copy(
+            update={"peak_threshold": threshold, "min_peak_distance_px": distance}
+        )
+        candidate = metadata.model_copy(update={"counting": counting})
+        tally = DetectionTally()
+        for annotated, probs in predictions:
+            instances = resize_instances(
+                find_instances(probs, candidate), annotated.height, annotated.width
+            )
+            cells = describe_cells(instances, candidate)
+            rbc = np.array([c.bbox for c in cells if c.label == "rbc"], float).reshape(-1, 4)
+            tally.add(rbc, boxes_array(annotated.boxes, "rbc"), MATCH_IOU["rbc"])
+        summary = tally.summary()
+        key = (summary["count_mae"], -summary["f1"])
+        if best_key is None or key < best_key:
+            best_key, best = key, counting
+    logger.info(
+        "counting tuned on %d training images: peak_threshold %.2f, min_peak_distance_px %d "
+        "(RBC count MAE %.3f, F1 %.3f)",
+        len(images),
+        best.peak_threshold,
+        best.min_peak_distance_px,
+        best_key[0],
+        -best_key[1],
+    )
+    return best
