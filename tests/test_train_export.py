@@ -79,30 +79,25 @@ def test_onnx_batch_is_dynamic(tiny_run):
         assert np.allclose(out[..., :3].sum(-1), 1.0, atol=1e-5)
 
 
-def test_parity_check_rejects_a_different_model(tiny_run, tmp_path):
+def test_parity_check_rejects_an_export_that_differs(tiny_run, tmp_path, monkeypatch):
     import keras
 
-    from training.export import ParityError, export_verified
+    from training import export as export_module
+    from training.export import ParityError, check_parity, export_verified
     from training.model import build_unet
 
-    other = build_unet(4, 2)
     trained = keras.models.load_model(tiny_run / "best.keras")
+    untrained = build_unet(4, 2)
     inputs = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
-    onnx_path = export_verified(trained, tmp_path / "ok.onnx", inputs, 3)
-    assert onnx_path.ok
-    # a mismatched pair must fail: check the trained ONNX against the untrained model
-    from training.export import check_parity
-
-    assert not check_parity(other, tmp_path / "ok.onnx", inputs, 3).ok
-    with pytest.raises(ParityError):
-        from training import export as export_module
-
-        original = export_module.export_onnx
-        try:
-            export_module.export_onnx = lambda model, path: original(trained, path)
-            export_verified(other, tmp_path / "bad.onnx", inputs, 3)
-        finally:
-            export_module.export_onnx = original
+    assert export_verified(trained, tmp_path / "ok.onnx", inputs, 3).ok
+    assert not check_parity(untrained, tmp_path / "ok.onnx", inputs, 3).ok
+    # injected fault: the exporter writes a different network than the one being checked
+    real_export = export_module.export_onnx
+    monkeypatch.setattr(
+        export_module, "export_onnx", lambda model, path: real_export(trained, path)
+    )
+    with pytest.raises(ParityError, match="ONNX differs from Keras"):
+        export_verified(untrained, tmp_path / "bad.onnx", inputs, 3)
     assert not (tmp_path / "bad.onnx").exists()
 
 
