@@ -80,10 +80,6 @@ class ModelStore:
         self._rejected: Path | None = None
         self._lock = threading.Lock()
 
-    @property
-    def ready(self) -> bool:
-        return self.current is not None
-
     def refresh(self, force: bool = False) -> bool:
         """Load the version the settings point at, if it is not the one served.
 

@@ -8,18 +8,14 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Header
 
-from app.api.deps import RETRY_AFTER_S, SettingsDep, StoreDep
-from app.core.errors import ApiError, error_response
+from app.api.deps import ReadyModelDep, SettingsDep, StoreDep
+from app.core.errors import ApiError
 
 router = APIRouter()
 
 
 @router.get("/model", summary="model.json of the served model, its provider and ONNX inputs")
-def model_info(store: StoreDep):
-    model = store.current
-    if model is None:
-        message = store.last_error or "the model is still loading"
-        return error_response(503, "not_ready", message, {"Retry-After": RETRY_AFTER_S})
+def model_info(model: ReadyModelDep, store: StoreDep) -> dict:
     session = model.segmenter.session
     return {
         **model.metadata.model_dump(),
