@@ -8,7 +8,7 @@ import numpy as np
 
 from app.inference.decode import load_image
 from app.inference.metadata import ModelMetadata
-from app.inference.pipeline import Segmentation, segment_image
+from app.inference.pipeline import Segmentation, scale_for, segment_image
 from app.inference.runner import OnnxSegmenter
 from training.data import AnnotatedImage, Box
 from training.metrics import CLASSES, MATCH_IOU, DetectionTally, PixelTally
@@ -67,7 +67,7 @@ def evaluate_images(
 ) -> dict:
     """Metrics of the model on annotated images; `rbc_diameter_px` sets their magnification."""
     metadata: ModelMetadata = segmenter.metadata
-    scale = metadata.rbc_diameter_px / rbc_diameter_px if rbc_diameter_px else 1.0
+    scale = scale_for(metadata.rbc_diameter_px, rbc_diameter_px, None)
     scorer = Scorer()
     inference_ms = []
     for annotated in images:
