@@ -18,12 +18,14 @@ from training.metrics import MATCH_IOU, DetectionTally
 
 logger = logging.getLogger(__name__)
 
-PEAK_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
-PEAK_DISTANCES = (6, 8, 10, 12, 14)
+PEAK_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+PEAK_DISTANCES = (3, 5, 7, 9, 11)
+RBC_MIN_AREAS = (30, 60, 120)
 
 
 def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale: float) -> Counting:
-    """The RBC peak threshold and distance with the lowest RBC count MAE (then best F1).
+    """The RBC peak threshold, peak distance and minimum area with the lowest RBC count MAE
+    (ties: best F1).
 
     The network runs once per image; only the post-processing is repeated per candidate.
     """
@@ -34,9 +36,14 @@ def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale:
         probs = segmenter.predict(normalize_image(image, metadata.input.normalization))
         predictions.append((annotated, probs))
     best_key, best = None, metadata.counting
-    for threshold, distance in itertools.product(PEAK_THRESHOLDS, PEAK_DISTANCES):
+    grid = itertools.product(PEAK_THRESHOLDS, PEAK_DISTANCES, RBC_MIN_AREAS)
+    for threshold, distance, min_area in grid:
         counting = metadata.counting.model_copy(
-            update={"peak_threshold": threshold, "min_peak_distance_px": distance}
+            update={
+                "peak_threshold": threshold,
+                "min_peak_distance_px": distance,
+                "rbc_min_area_px": min_area,
+            }
         )
         candidate = metadata.model_copy(update={"counting": counting})
         tally = DetectionTally()
