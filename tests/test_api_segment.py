@@ -103,17 +103,22 @@ def test_a_cell_on_a_tile_border_is_counted_once(client, annotations):
     """A real WBC pasted across the seam of two inference tiles in a 300x700 mosaic."""
     image = np.array(Image.open(BCD / "images" / BCD_IMAGE).convert("RGB"))
     (wbc,) = [b for b in annotations[BCD_IMAGE].boxes if b.label == "wbc"]
-    canvas = np.empty((300, 700, 3), np.uint8)
-    canvas[:] = np.median(image.reshape(-1, 3), axis=0).astype(np.uint8)
+    background = np.median(image.reshape(-1, 3), axis=0).astype(np.uint8)
+
+    def mosaic_with_image_at(left: int) -> dict:
+        canvas = np.empty((300, 700, 3), np.uint8)
+        canvas[:] = background
+        canvas[20:276, left : left + 256] = image
+        return post(client, "/segment", png_of(canvas)).json()
+
     seam = 256  # the first tile's right edge: tiles start at 0, 222 and 444
-    left = seam - round((wbc.x_min + wbc.x_max) / 2)
-    canvas[20:276, left : left + 256] = image
-    body = post(client, "/segment", png_of(canvas)).json()
-    wbcs = [c for c in body["cells"] if c["label"] == "wbc"]
+    across = mosaic_with_image_at(seam - round((wbc.x_min + wbc.x_max) / 2))
+    wbcs = [c for c in across["cells"] if c["label"] == "wbc"]
     assert len(wbcs) == 1
     assert wbcs[0]["bbox"][0] < seam - 20 and wbcs[0]["bbox"][2] > seam + 20
-    alone = post(client, "/segment", (BCD / "images" / BCD_IMAGE).read_bytes()).json()
-    assert abs(body["counts"]["rbc"] - alone["counts"]["rbc"]) <= 2
+    inside = mosaic_with_image_at(222)  # the whole image inside the second tile
+    assert across["counts"]["wbc"] == inside["counts"]["wbc"] == 1
+    assert abs(across["counts"]["rbc"] - inside["counts"]["rbc"]) <= 2
 
 
 def test_scale_resamples_and_reports_in_input_pixels(client):

@@ -22,6 +22,7 @@ def write_atomically(path: Path, text: str) -> None:
         stream.write(text)
         stream.flush()
         os.fsync(stream.fileno())
+    os.chmod(temp, 0o644)  # mkstemp makes it 0600; readers may be another user
     os.replace(temp, path)
 
 
