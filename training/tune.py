@@ -59,11 +59,12 @@ def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale:
         if best_key is None or key < best_key:
             best_key, best = key, counting
     logger.info(
-        "counting tuned on %d training images: peak_threshold %.2f, min_peak_distance_px %d "
-        "(RBC count MAE %.3f, F1 %.3f)",
+        "counting tuned on %d training images: peak_threshold %.2f, min_peak_distance_px %d, "
+        "rbc_min_area_px %d (RBC count MAE %.3f, F1 %.3f)",
         len(images),
         best.peak_threshold,
         best.min_peak_distance_px,
+        best.rbc_min_area_px,
         best_key[0],
         -best_key[1],
     )
