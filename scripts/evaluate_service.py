@@ -33,22 +33,25 @@ def main() -> int:
     parser.add_argument(
         "--rbc-diameter",
         default="auto",
-        help="RBC diameter of the data in pixels; 'auto' measures it from the boxes",
+        help="RBC diameter of the data in pixels; 'auto' measures it from all the dataset's boxes",
     )
     args = parser.parse_args()
 
     with httpx.Client(base_url=args.url, timeout=120) as client:
         training = client.get("/model").raise_for_status().json()["training"]
         root = Path(args.data)
+        dataset = load_dataset(root)
         images = split_dataset(
             root,
-            load_dataset(root),
+            dataset,
             args.split,
             training.get("val_fraction", 0.2),
             training.get("seed", 7),
         )
         diameter = (
-            median_rbc_diameter(images) if args.rbc_diameter == "auto" else float(args.rbc_diameter)
+            median_rbc_diameter(dataset)
+            if args.rbc_diameter == "auto"
+            else float(args.rbc_diameter)
         )
         tallies = {name: DetectionTally() for name in CLASSES}
         latencies = []

@@ -81,7 +81,7 @@ def _evaluate_parser(sub) -> None:
     parser.add_argument(
         "--rbc-diameter",
         default="auto",
-        help="RBC diameter of the data in pixels; 'auto' measures it from the boxes",
+        help="RBC diameter of the data in pixels; 'auto' measures it from all the dataset's boxes",
     )
 
 
@@ -123,14 +123,15 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     model_dir = resolve_model_dir(Path(args.model))
     metadata = read_metadata(model_dir / "model.json")
     root = Path(args.data)
-    images = load_dataset(root)
+    dataset = load_dataset(root)
     training = metadata.training
     images = split_dataset(
-        root, images, args.split, training.get("val_fraction", 0.2), training.get("seed", 7)
+        root, dataset, args.split, training.get("val_fraction", 0.2), training.get("seed", 7)
     )
     diameter = None
     if args.rbc_diameter == "auto":
-        diameter = median_rbc_diameter(images)
+        # magnification belongs to the microscope, not the split: measure it as training does
+        diameter = median_rbc_diameter(dataset)
     elif args.rbc_diameter not in {"none", ""}:
         diameter = float(args.rbc_diameter)
     segmenter = OnnxSegmenter(
