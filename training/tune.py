@@ -18,9 +18,10 @@ from training.metrics import MATCH_IOU, DetectionTally
 
 logger = logging.getLogger(__name__)
 
-PEAK_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
-PEAK_DISTANCES = (3, 5, 7, 9, 11)
-RBC_MIN_AREAS = (30, 60, 120)
+# Each range extends past the values chosen so far, so that a choice on a grid edge shows up.
+PEAK_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+PEAK_DISTANCES = (3, 5, 7, 9, 11, 13)
+RBC_MIN_AREAS = (30, 60, 120, 180)
 
 
 def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale: float) -> Counting:
