@@ -14,10 +14,6 @@ def evaluate(capsys, *args: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 2 bar not met yet: shipped 1.0.0 has RBC count MAE 1.875 > 1.5 on BCD val",
-)
 def test_shipped_model_meets_its_bar_on_blood_cell_detection_val(capsys):
     result = evaluate(capsys, "--data", str(BCD), "--split", "val")
     assert result["images"] == 16 and result["scale"] == pytest.approx(1.0, abs=0.1)
