@@ -5,7 +5,13 @@ import itertools
 import numpy as np
 
 from app.inference.metadata import DEFAULT_CLASSES, Counting, InputSpec, ModelMetadata, OutputSpec
-from app.inference.postprocess import class_mask, describe_cells, find_instances, resize_instances
+from app.inference.postprocess import (
+    class_map,
+    class_mask,
+    describe_cells,
+    find_instances,
+    resize_instances,
+)
 from app.inference.preprocess import blend_weights, normalize_image, tile_windows, window_starts
 
 
@@ -77,6 +83,17 @@ def test_wbc_region_is_one_cell_and_small_fragments_are_dropped():
     assert sorted(c.label for c in cells) == ["rbc", "wbc"]
     wbc = next(c for c in cells if c.label == "wbc")
     assert wbc.bbox == (90, 20, 150, 80) and wbc.area == 3600 and wbc.score == 1.0
+
+
+def test_class_map_keeps_what_counting_drops():
+    meta = metadata()
+    probs = synthetic_probs([(50, 30)])
+    probs[5:8, 5:8, :3] = [0, 0, 1]  # a WBC fragment too small to count
+    semantic = class_map(probs, meta)
+    counted = class_mask(find_instances(probs, meta))
+    assert semantic.shape == counted.shape
+    assert (semantic[5:8, 5:8] == meta.class_id("wbc")).all() and (counted[5:8, 5:8] == 0).all()
+    assert (semantic[counted > 0] == counted[counted > 0]).all()
 
 
 def test_distance_transform_counting_without_a_centre_head():

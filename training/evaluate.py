@@ -73,7 +73,7 @@ def evaluate_images(
     for annotated in images:
         segmentation = segment_image(load_image(annotated.path), segmenter, scale)
         inference_ms.append(segmentation.timings_ms["inference"])
-        scorer.add(annotated, segmentation.mask, predicted_boxes(segmentation))
+        scorer.add(annotated, segmentation.semantic, predicted_boxes(segmentation))
     result = scorer.summary()
     result["scale"] = round(scale, 4)
     result["mean_inference_ms"] = round(float(np.mean(inference_ms)), 2) if inference_ms else 0.0

@@ -10,11 +10,13 @@ import numpy as np
 from app.inference.postprocess import (
     Cell,
     Instances,
+    class_map,
     class_mask,
     count_cells,
     describe_cells,
     find_instances,
     resize_instances,
+    resize_nearest,
 )
 from app.inference.preprocess import normalize_image, rescale_image
 from app.inference.runner import OnnxSegmenter
@@ -25,7 +27,8 @@ class Segmentation:
     """The result for one image, at the image's own size."""
 
     instances: Instances
-    mask: np.ndarray
+    mask: np.ndarray  # class of each counted cell's pixels
+    semantic: np.ndarray  # the network's per-pixel class, before counting drops fragments
     cells: list[Cell]
     counts: dict[str, int]
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -61,6 +64,7 @@ def segment_image(image: np.ndarray, segmenter: OnnxSegmenter, scale: float = 1.
     return Segmentation(
         instances=instances,
         mask=class_mask(instances),
+        semantic=resize_nearest(class_map(probs, metadata), height, width),
         cells=cells,
         counts=count_cells(cells, metadata),
         timings_ms=timings,

@@ -36,6 +36,11 @@ class Instances:
     scores: dict[int, float]
 
 
+def class_map(probs: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
+    """The network's per-pixel class (argmax over the class channels), before any counting."""
+    return probs[..., : len(metadata.classes)].argmax(axis=-1).astype(np.uint8)
+
+
 def centre_map(probs: np.ndarray, rbc_mask: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
     """Where cell centres are likely: the model's heatmap, or the scaled distance to the edge."""
     if metadata.counting.centre_source == "heatmap":
@@ -54,14 +59,14 @@ def find_instances(probs: np.ndarray, metadata: ModelMetadata) -> Instances:
     counting = metadata.counting
     rbc_id, wbc_id = metadata.class_id("rbc"), metadata.class_id("wbc")
     class_probs = probs[..., : len(metadata.classes)]
-    class_map = class_probs.argmax(axis=-1)
+    classes_at = class_map(probs, metadata)
 
     wbc_mask = ndimage.binary_fill_holes(
-        remove_small_objects(class_map == wbc_id, max_size=counting.wbc_min_area_px - 1)
+        remove_small_objects(classes_at == wbc_id, max_size=counting.wbc_min_area_px - 1)
     )
     wbc_labels, wbc_count = ndimage.label(wbc_mask)
 
-    rbc_mask = (class_map == rbc_id) & ~wbc_mask
+    rbc_mask = (classes_at == rbc_id) & ~wbc_mask
     centres = centre_map(probs, rbc_mask, metadata)
     peaks = peak_local_max(
         np.where(rbc_mask, centres, 0.0),
@@ -89,15 +94,21 @@ def find_instances(probs: np.ndarray, metadata: ModelMetadata) -> Instances:
     return Instances(labels=labels, classes=classes, scores=scores)
 
 
+def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resample of a label image to (height, width)."""
+    if labels.shape == (height, width):
+        return labels
+    resized = Image.fromarray(labels.astype(np.int32)).resize(
+        (width, height), Image.Resampling.NEAREST
+    )
+    return np.array(resized).astype(labels.dtype)
+
+
 def resize_instances(instances: Instances, height: int, width: int) -> Instances:
     """Nearest-neighbour resample of the instance map to another size, dropping vanished cells."""
     if instances.labels.shape == (height, width):
         return instances
-    resized = np.array(
-        Image.fromarray(instances.labels.astype(np.int32)).resize(
-            (width, height), Image.Resampling.NEAREST
-        )
-    )
+    resized = resize_nearest(instances.labels.astype(np.int32), height, width)
     labels, forward, _ = relabel_sequential(resized)
     kept = {int(old): int(forward[old]) for old in np.unique(resized) if old}
     return Instances(
