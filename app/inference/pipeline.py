@@ -60,11 +60,12 @@ def segment_image(image: np.ndarray, segmenter: OnnxSegmenter, scale: float = 1.
     start = time.perf_counter()
     instances = resize_instances(find_instances(probs, metadata), height, width)
     cells = describe_cells(instances, metadata)
+    semantic = resize_nearest(class_map(probs, metadata), height, width)
     timings["postprocess"] = (time.perf_counter() - start) * 1000
     return Segmentation(
         instances=instances,
         mask=class_mask(instances),
-        semantic=resize_nearest(class_map(probs, metadata), height, width),
+        semantic=semantic,
         cells=cells,
         counts=count_cells(cells, metadata),
         timings_ms=timings,
