@@ -8,7 +8,8 @@ import numpy as np
 
 from app.inference.decode import load_image
 from app.inference.metadata import ModelMetadata
-from app.inference.pipeline import Segmentation, scale_for, segment_image
+from app.inference.pipeline import scale_for, segment_image
+from app.inference.postprocess import Cell
 from app.inference.runner import OnnxSegmenter
 from training.data import AnnotatedImage, Box
 from training.metrics import CLASSES, MATCH_IOU, DetectionTally, PixelTally
@@ -52,12 +53,10 @@ class Scorer:
         return result
 
 
-def predicted_boxes(segmentation: Segmentation) -> dict[str, np.ndarray]:
+def predicted_boxes(cells: list[Cell]) -> dict[str, np.ndarray]:
     """Predicted cell boxes by class, as (N, 4) arrays."""
     return {
-        name: np.array([c.bbox for c in segmentation.cells if c.label == name], float).reshape(
-            -1, 4
-        )
+        name: np.array([c.bbox for c in cells if c.label == name], float).reshape(-1, 4)
         for name in CLASSES
     }
 
@@ -71,9 +70,11 @@ def evaluate_images(
     scorer = Scorer()
     inference_ms = []
     for annotated in images:
-        segmentation = segment_image(load_image(annotated.path), segmenter, scale)
+        segmentation = segment_image(
+            load_image(annotated.path), segmenter, scale, with_class_map=True
+        )
         inference_ms.append(segmentation.timings_ms["inference"])
-        scorer.add(annotated, segmentation.semantic, predicted_boxes(segmentation))
+        scorer.add(annotated, segmentation.semantic, predicted_boxes(segmentation.cells))
     result = scorer.summary()
     result["scale"] = round(scale, 4)
     result["mean_inference_ms"] = round(float(np.mean(inference_ms)), 2) if inference_ms else 0.0

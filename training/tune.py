@@ -5,15 +5,13 @@ from __future__ import annotations
 import itertools
 import logging
 
-import numpy as np
-
 from app.inference.decode import load_image
 from app.inference.metadata import Counting, ModelMetadata
 from app.inference.postprocess import describe_cells, find_instances, resize_instances
 from app.inference.preprocess import normalize_image, rescale_image
 from app.inference.runner import OnnxSegmenter
 from training.data import AnnotatedImage
-from training.evaluate import boxes_array
+from training.evaluate import boxes_array, predicted_boxes
 from training.metrics import MATCH_IOU, DetectionTally
 
 logger = logging.getLogger(__name__)
@@ -52,8 +50,7 @@ def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale:
             instances = resize_instances(
                 find_instances(probs, candidate), annotated.height, annotated.width
             )
-            cells = describe_cells(instances, candidate)
-            rbc = np.array([c.bbox for c in cells if c.label == "rbc"], float).reshape(-1, 4)
+            rbc = predicted_boxes(describe_cells(instances, candidate))["rbc"]
             tally.add(rbc, boxes_array(annotated.boxes, "rbc"), MATCH_IOU["rbc"])
         summary = tally.summary()
         key = (summary["count_mae"], -summary["f1"])

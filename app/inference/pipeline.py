@@ -28,10 +28,11 @@ class Segmentation:
 
     instances: Instances
     mask: np.ndarray  # class of each counted cell's pixels
-    semantic: np.ndarray  # the network's per-pixel class, before counting drops fragments
     cells: list[Cell]
     counts: dict[str, int]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # the network's per-pixel class before counting drops fragments (only when asked for)
+    semantic: np.ndarray | None = None
 
 
 def scale_for(
@@ -43,8 +44,14 @@ def scale_for(
     return 1.0 if scale is None else scale
 
 
-def segment_image(image: np.ndarray, segmenter: OnnxSegmenter, scale: float = 1.0) -> Segmentation:
-    """Segment an RGB uint8 image; `scale` resamples it to the model's training scale first."""
+def segment_image(
+    image: np.ndarray, segmenter: OnnxSegmenter, scale: float = 1.0, with_class_map: bool = False
+) -> Segmentation:
+    """Segment an RGB uint8 image; `scale` resamples it to the model's training scale first.
+
+    `with_class_map` also returns the network's own class map (for scoring pixels), which the
+    service does not need.
+    """
     metadata = segmenter.metadata
     height, width = image.shape[:2]
     timings: dict[str, float] = {}
@@ -60,13 +67,13 @@ def segment_image(image: np.ndarray, segmenter: OnnxSegmenter, scale: float = 1.
     start = time.perf_counter()
     instances = resize_instances(find_instances(probs, metadata), height, width)
     cells = describe_cells(instances, metadata)
-    semantic = resize_nearest(class_map(probs, metadata), height, width)
+    semantic = resize_nearest(class_map(probs, metadata), height, width) if with_class_map else None
     timings["postprocess"] = (time.perf_counter() - start) * 1000
     return Segmentation(
         instances=instances,
         mask=class_mask(instances),
-        semantic=semantic,
         cells=cells,
         counts=count_cells(cells, metadata),
         timings_ms=timings,
+        semantic=semantic,
     )
