@@ -1,25 +1,27 @@
-"""The FastAPI application: `uvicorn app.main:app`."""
+"""The FastAPI application: `python -m app.serve`, or `uvicorn app.main:app`."""
 
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.api.responses import error_responses
 from app.api.routes import health, model, segment
 from app.core.config import Settings, get_settings
-from app.core.errors import error_response, install_error_handlers
-from app.core.logging import configure_logging, request_id
-from app.core.metrics import LATENCY, REQUESTS
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
 from app.core.model_store import ModelStore
+from app.core.request_guard import MULTIPART_OVERHEAD_BYTES, RequestGuard
 
 logger = logging.getLogger(__name__)
+
+DOCS_ASSETS_URL = "/docs-assets"
 
 
 async def watch_model(store: ModelStore, interval_s: float) -> None:
@@ -43,12 +45,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for these settings (the environment's by default)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    app = FastAPI(
+    body_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    app = FastAPIOffline(
         title="bloodseg",
         version=__version__,
         summary="Segment and count red and white blood cells in microscope images.",
         lifespan=lifespan,
+        responses=error_responses(
+            (431, "request headers too large"), (500, "unexpected server error")
+        ),
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        static_url=DOCS_ASSETS_URL,
     )
+    if not settings.docs_enabled:
+        app.routes[:] = [r for r in app.routes if getattr(r, "path", "") != DOCS_ASSETS_URL]
     app.state.settings = settings
     app.state.store = ModelStore(settings)
     app.state.inference_limiter = anyio.CapacityLimiter(settings.inference_concurrency)
@@ -61,37 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "X-Count-RBC", "X-Count-WBC"],
         )
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        """Request id, early 413 on a declared oversized body, and per-route metrics."""
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        token = request_id.set(rid)
-        started = time.perf_counter()
-        try:
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-                response = error_response(
-                    413, "upload_too_large", f"the upload exceeds {settings.max_upload_bytes} bytes"
-                )
-            else:
-                response = await call_next(request)
-            route = request.scope.get("route")
-            path = route.path if route is not None else "unmatched"
-            REQUESTS.labels(path, request.method, str(response.status_code)).inc()
-            LATENCY.labels(path).observe(time.perf_counter() - started)
-            response.headers["X-Request-ID"] = rid
-            logger.info(
-                "%s %s -> %d in %.1f ms",
-                request.method,
-                request.url.path,
-                response.status_code,
-                (time.perf_counter() - started) * 1000,
-            )
-            return response
-        finally:
-            request_id.reset(token)
-
+    # added last, so outermost: it sees every request and response, errors included
+    app.add_middleware(
+        RequestGuard, max_header_bytes=settings.max_header_bytes, max_body_bytes=body_limit
+    )
     app.include_router(health.router)
     app.include_router(segment.router)
     app.include_router(model.router)

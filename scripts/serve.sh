@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e .
-exec .venv/bin/uvicorn app.main:app --host "${BLOODSEG_HOST:-0.0.0.0}" --port "${BLOODSEG_PORT:-8000}"
+exec .venv/bin/python -m app.serve

@@ -1,6 +1,6 @@
 """Readiness, model description, metrics and request ids."""
 
-from tests.conftest import BCD
+from tests.conftest import fixture_image
 
 
 def test_ready_and_model_description(client):
@@ -24,7 +24,7 @@ def test_metrics_counters_move(client):
         return 0.0
 
     before = segment_ok_count()
-    data = (BCD / "images" / "image-2.png").read_bytes()
+    data = fixture_image()
     client.post("/segment", files={"image": ("a.png", data, "image/png")})
     assert segment_ok_count() == before + 1
     text = client.get("/metrics").text

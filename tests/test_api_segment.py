@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import BCCD, BCD
+from tests.conftest import FIXTURE_BCCD as BCCD
+from tests.conftest import FIXTURE_BCD as BCD
 from training.data import load_dataset
 
 BCD_IMAGE = "image-2.png"

@@ -1,21 +1,19 @@
 """Image decoding: formats, modes, orientation, and refusal of bad bytes before decoding."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.inference.decode import ImageDecodeError, ImageTooLargeError, decode_image
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
-
+from app.inference.decode import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_image,
+    displayed_size,
+    open_image,
+)
+from tests.conftest import encode, png_claiming
 
 RGB = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
 
@@ -37,10 +35,12 @@ def test_modes_become_rgb():
     assert decode_image(encode(RGB.convert("L"), "JPEG")).shape == (20, 30, 3)
 
 
-def test_exif_orientation_is_applied():
+def test_exif_orientation_is_applied_and_known_from_the_header():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    out = decode_image(encode(RGB, "JPEG", exif=exif))
+    data = encode(RGB, "JPEG", exif=exif)
+    assert displayed_size(open_image(data)) == (20, 30)
+    out = decode_image(data)
     assert out.shape == (30, 20, 3)
 
 
@@ -50,23 +50,6 @@ def test_gif_first_frame():
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     out = decode_image(buffer.getvalue())
     assert out[0, 0, 0] > 200 and out[0, 0, 2] < 50
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header declares a huge size but holds a few bytes of pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_decompression_bomb_is_refused_from_the_header():
@@ -80,3 +63,10 @@ def test_decompression_bomb_is_refused_from_the_header():
 def test_bad_bytes_are_decode_errors(data):
     with pytest.raises(ImageDecodeError):
         decode_image(data)
+
+
+def test_decode_errors_do_not_leak_object_reprs():
+    with pytest.raises(ImageDecodeError) as error:
+        decode_image(b"just some text")
+    assert "object at 0x" not in str(error.value) and "<" not in str(error.value)
+    assert "not a recognised image format" in str(error.value)

@@ -7,6 +7,8 @@ import pytest
 from tests.conftest import BCCD, BCD, SHIPPED_MODEL
 from training.cli import main
 
+pytestmark = pytest.mark.datasets
+
 
 def evaluate(capsys, *args: str) -> dict:
     capsys.readouterr()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -52,3 +52,66 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class DatasetRef(BaseModel):
+    """A dataset the model was trained on, by name (its path stays out)."""
+
+    model_config = {"extra": "ignore"}
+
+    name: str
+    fingerprint: str | None = None
+    rbc_complete: bool | None = None
+    train_images: int | None = None
+    val_images: int | None = None
+
+
+class OnnxInput(BaseModel):
+    name: str
+    shape: list[int | str | None]
+    type: str
+
+
+class ModelDescription(BaseModel):
+    """What is served: model.json's public part, where it runs, and the last load error.
+
+    Paths and the training configuration stay out: they describe the machine it came from.
+    """
+
+    name: str
+    version: str
+    classes: list[dict[str, Any]]
+    input: dict[str, Any]
+    output: dict[str, Any]
+    rbc_diameter_px: float
+    counting: dict[str, Any]
+    training: dict[str, Any] = Field(
+        description="the training recipe (architecture, epochs, split seed), without paths"
+    )
+    datasets: list[DatasetRef]
+    metrics: dict[str, Any]
+    onnx_sha256: str
+    created_at: str
+    package_version: str
+    provider: str = Field(description="the ONNX Runtime execution provider actually used")
+    providers: list[str]
+    fallback: str | None = Field(
+        None, description="why the model runs on CPU although an accelerator was asked for"
+    )
+    onnx_inputs: list[OnnxInput]
+    last_load_error: str | None
+
+
+class ReloadResult(BaseModel):
+    reloaded: bool = Field(description="a new version was swapped in")
+    version: str | None
+    last_load_error: str | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    model: str = Field(description="name/version of the served model")

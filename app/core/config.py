@@ -28,7 +28,25 @@ class Settings(BaseSettings):
     batch_size: int = Field(4, ge=1, description="tiles per network call")
     tile_overlap: int = Field(64, ge=0)
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
-    max_pixels: int = Field(40_000_000, ge=1, description="width x height, checked from the header")
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="width x height of the decoded image, checked from the header"
+    )
+    max_work_pixels: int = Field(
+        32 * 1024 * 1024,
+        ge=1,
+        description="pixels the network processes for one image: tiles x tile area, after "
+        "resampling and padding",
+    )
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="all request headers together")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="deadline for one /segment request: waiting, decoding, inference"
+    )
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    shutdown_timeout_s: float = Field(
+        8.0, ge=0, description="drain time after SIGTERM before in-flight work is cancelled"
+    )
+    docs_enabled: bool = Field(True, description="/docs and /redoc (assets served locally)")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     cors_origins: list[str] = []

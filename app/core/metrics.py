@@ -45,3 +45,18 @@ MODEL_READY = Gauge(
 MODEL_LOAD_FAILURES = Counter(
     "bloodseg_model_load_failures_total", "Models that failed to load or verify", registry=registry
 )
+MODEL_CPU_FALLBACK = Gauge(
+    "bloodseg_model_cpu_fallback",
+    "1 when an accelerator was asked for but failed its warm-up, so the model runs on CPU",
+    registry=registry,
+)
+SEGMENT_IN_FLIGHT = Gauge(
+    "bloodseg_segment_requests_in_flight",
+    "/segment requests admitted and not yet answered (waiting for the model or running)",
+    registry=registry,
+)
+DEADLINE_EXCEEDED = Counter(
+    "bloodseg_segment_timeouts_total",
+    "/segment requests answered 504 past BLOODSEG_REQUEST_TIMEOUT_S",
+    registry=registry,
+)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from app.core.config import Settings
-from app.core.metrics import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_READY
+from app.core.metrics import MODEL_CPU_FALLBACK, MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_READY
 from app.inference.metadata import (
     METADATA_FILE,
     MODEL_FILE,
@@ -28,13 +28,17 @@ class ModelLoadError(RuntimeError):
     """A model that is missing, corrupt, or does not match its model.json."""
 
 
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready model and where it came from."""
+    """A ready model, where it came from, and why it runs on CPU if a GPU was asked for."""
 
     directory: Path
     metadata: ModelMetadata
     segmenter: OnnxSegmenter
+    fallback: str | None = None
 
 
 def runner_options(settings: Settings) -> RunnerOptions:
@@ -48,25 +52,44 @@ def runner_options(settings: Settings) -> RunnerOptions:
     )
 
 
+def warm_up(segmenter: OnnxSegmenter) -> tuple[int, ...]:
+    """Run one blank tile; returns the output shape."""
+    tile = segmenter.tile_size
+    return segmenter.run_batch(np.zeros((1, tile, tile, 3), np.float32)).shape
+
+
 def load_model(directory: Path, options: RunnerOptions) -> LoadedModel:
     """Open a version directory: sha256 must match model.json, and a warm-up tile must give
-    one output channel per channel that model.json declares."""
+    one output channel per channel that model.json declares.
+
+    If the warm-up fails on an accelerator (a GPU generation this ONNX Runtime build has no
+    kernels for, a driver too old), the model is loaded again on the CPU and the reason kept.
+    """
     try:
         metadata = read_metadata(directory / METADATA_FILE)
         digest = hashlib.sha256((directory / MODEL_FILE).read_bytes()).hexdigest()
         if digest != metadata.onnx_sha256:
             raise ModelLoadError(f"{directory / MODEL_FILE}: sha256 does not match model.json")
         segmenter = OnnxSegmenter(directory, metadata, options)
+        fallback = None
+        try:
+            shape = warm_up(segmenter)
+        except Exception as error:
+            if segmenter.provider == CPU_PROVIDER:
+                raise
+            fallback = f"{segmenter.provider} failed its warm-up, running on CPU: {error}"
+            logger.warning("%s", fallback)
+            segmenter = OnnxSegmenter(directory, metadata, replace(options, providers=(CPU_PROVIDER,)))
+            shape = warm_up(segmenter)
         tile = metadata.input.tile_size
-        output = segmenter.run_batch(np.zeros((1, tile, tile, 3), np.float32))
         expected = (1, tile, tile, len(metadata.output.channels))
-        if output.shape != expected:
-            raise ModelLoadError(f"output shape {output.shape}, model.json implies {expected}")
+        if shape != expected:
+            raise ModelLoadError(f"output shape {shape}, model.json implies {expected}")
     except ModelLoadError:
         raise
     except Exception as error:  # any failure to open a model is a load error, never a crash
         raise ModelLoadError(f"cannot load model from {directory}: {error}") from error
-    return LoadedModel(directory, metadata, segmenter)
+    return LoadedModel(directory, metadata, segmenter, fallback)
 
 
 class ModelStore:
@@ -107,6 +130,7 @@ class ModelStore:
         MODEL_INFO.clear()
         MODEL_INFO.labels(meta.name, meta.version, loaded.segmenter.provider).set(1)
         MODEL_READY.set(1)
+        MODEL_CPU_FALLBACK.set(int(loaded.fallback is not None))
         old = f" (was {previous.metadata.version})" if previous else ""
         logger.info(
             "serving %s %s%s from %s on %s",
@@ -119,8 +143,15 @@ class ModelStore:
         return True
 
     def _failed(self, message: str) -> bool:
-        self.last_error = message
         MODEL_LOAD_FAILURES.inc()
         served = self.current.metadata.version if self.current else "nothing"
         logger.error("model not loaded, still serving %s: %s", served, message)
+        self.last_error = self.public_message(message)
         return False
+
+    def public_message(self, message: str) -> str:
+        """A message for API clients: the model directory's path replaced by <model_dir>."""
+        root = self.settings.model_dir
+        for path in sorted({str(root.resolve()), str(root)}, key=len, reverse=True):
+            message = message.replace(path, "<model_dir>")
+        return message

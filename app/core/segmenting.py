@@ -11,7 +11,15 @@ import numpy as np
 from app.core.errors import ApiError
 from app.core.metrics import CELLS, IMAGE_PIXELS, STAGE_LATENCY
 from app.core.model_store import LoadedModel
-from app.inference.decode import ImageDecodeError, ImageTooLargeError, decode_image
+from app.core.work import WorkGuard
+from app.inference.budget import WorkLimits, WorkRefused, check_work
+from app.inference.decode import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    displayed_size,
+    image_to_rgb,
+    open_image,
+)
 from app.inference.pipeline import scale_for, segment_image
 from app.inference.render import overlay_image, png_bytes
 
@@ -43,30 +51,35 @@ def segment_upload(
     data: bytes,
     model: LoadedModel,
     include: frozenset[str],
-    max_pixels: int,
+    limits: WorkLimits,
     scale: float | None = None,
     rbc_diameter: float | None = None,
     overlay_only: bool = False,
+    guard: WorkGuard | None = None,
 ) -> SegmentResult:
-    """Decode the upload, run the model and build the response (blocking: run in a thread)."""
+    """Decode the upload, run the model and build the response (blocking: run in a thread).
+
+    The image is refused from its header when its work is out of bounds; `guard` is checked
+    between steps and stops the work past the request's deadline.
+    """
+    check = guard.check if guard is not None else None
     started = time.perf_counter()
     try:
-        image = decode_image(data, max_pixels=max_pixels)
+        opened = open_image(data)
+        width, height = displayed_size(opened)
+        factor = scale_for(model.metadata.rbc_diameter_px, rbc_diameter, scale)
+        check_work(width, height, factor, limits, model.segmenter.work_pixels)
+        image = image_to_rgb(opened)
     except ImageTooLargeError as error:
         raise ApiError(413, "image_too_large", str(error)) from error
     except ImageDecodeError as error:
         raise ApiError(415, "unsupported_image", str(error)) from error
+    except WorkRefused as error:
+        raise ApiError(error.status, error.code, str(error)) from error
     decoded = time.perf_counter()
-    height, width = image.shape[:2]
-    factor = scale_for(model.metadata.rbc_diameter_px, rbc_diameter, scale)
-    if width * height * factor**2 > max_pixels:
-        raise ApiError(
-            413,
-            "image_too_large",
-            f"resampled by {factor:.3f} the image would exceed {max_pixels} pixels",
-        )
-
-    segmentation = segment_image(image, model.segmenter, factor)
+    if check is not None:
+        check()
+    segmentation = segment_image(image, model.segmenter, factor, check=check)
     encode_start = time.perf_counter()
     pictures: dict[str, str] = {}
     overlay_png = None

@@ -1,4 +1,8 @@
-"""Decode uploaded or stored image bytes into an RGB uint8 array, safely."""
+"""Decode uploaded or stored image bytes into an RGB uint8 array, safely.
+
+Decoding is two steps so that a caller can refuse an image from its header alone:
+`open_image` reads the header (format, size, orientation) and `image_to_rgb` decompresses.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "MPO"})
+# EXIF orientations that turn the picture by 90 degrees, swapping width and height
+TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 
 
 class ImageDecodeError(ValueError):
@@ -36,33 +43,60 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
-    """Decode image bytes (first frame, EXIF orientation applied) into (H, W, 3) uint8.
+def _reason(error: Exception) -> str:
+    """Pillow's message without object reprs such as '<_io.BytesIO object at 0x...>'."""
+    if isinstance(error, UnidentifiedImageError):
+        return "not a recognised image format"
+    text = str(error).split(" <", 1)[0].strip()
+    return text or type(error).__name__
 
-    The pixel limit is checked from the header, before any pixel data is decompressed.
-    """
+
+def open_image(data: bytes) -> Image.Image:
+    """Read the header of image bytes (no pixel data is decompressed yet)."""
     if not data:
         raise ImageDecodeError("the upload is empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-        if image.format not in SUPPORTED_FORMATS:
-            raise ImageDecodeError(f"unsupported image format {image.format}")
-        width, height = image.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"image is {width}x{height} = {width * height} pixels, over the {max_pixels} limit"
-            )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLargeError(str(error)) from error
+    except DECODE_ERRORS as error:
+        raise ImageDecodeError(f"cannot decode the image: {_reason(error)}") from error
+    if image.format not in SUPPORTED_FORMATS:
+        raise ImageDecodeError(f"unsupported image format {image.format}")
+    return image
+
+
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) once the EXIF orientation is applied, from the header alone."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(0x0112)
+    except DECODE_ERRORS:
+        orientation = None
+    return (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
+
+
+def image_to_rgb(image: Image.Image) -> np.ndarray:
+    """Decompress an opened image (first frame, EXIF orientation applied) into (H, W, 3) uint8."""
+    try:
         image.seek(0)
         image.load()
         return _to_rgb(ImageOps.exif_transpose(image))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageTooLargeError(str(error)) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        if isinstance(error, ImageTooLargeError | ImageDecodeError):
-            raise
-        raise ImageDecodeError(f"cannot decode the image: {error}") from error
+    except DECODE_ERRORS as error:
+        raise ImageDecodeError(f"cannot decode the image: {_reason(error)}") from error
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+    """Decode image bytes into (H, W, 3) uint8; the pixel limit is checked from the header."""
+    image = open_image(data)
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels, over the {max_pixels} limit"
+        )
+    return image_to_rgb(image)
 
 
 def load_image(path: Path) -> np.ndarray:

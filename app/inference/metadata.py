@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,8 @@ SCHEMA_VERSION = 1
 CURRENT_POINTER = "CURRENT"
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "model.json"
+# what CURRENT may hold: one version directory name, never a path
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
 class ClassInfo(BaseModel):
@@ -108,5 +111,12 @@ def resolve_model_dir(path: Path) -> Path:
     pointer = path / CURRENT_POINTER
     if pointer.is_file():
         version = pointer.read_text().strip()
-        return path / version
+        if not VERSION_NAME.fullmatch(version) or ".." in version:
+            raise FileNotFoundError(
+                f"{pointer} must name a version directory beside it, not {version[:80]!r}"
+            )
+        directory = path / version
+        if directory.resolve().parent != path.resolve():
+            raise FileNotFoundError(f"{pointer}: version {version} lies outside {path}")
+        return directory
     raise FileNotFoundError(f"{path} holds neither {METADATA_FILE} nor a {CURRENT_POINTER} pointer")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,13 +46,18 @@ def scale_for(
 
 
 def segment_image(
-    image: np.ndarray, segmenter: OnnxSegmenter, scale: float = 1.0, with_class_map: bool = False
+    image: np.ndarray,
+    segmenter: OnnxSegmenter,
+    scale: float = 1.0,
+    with_class_map: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> Segmentation:
     """Segment an RGB uint8 image; `scale` resamples it to the model's training scale first.
 
     `with_class_map` also returns the network's own class map (for scoring pixels), which the
-    service does not need.
+    service does not need. `check` is called between steps and raises to stop the work.
     """
+    check = check or (lambda: None)
     metadata = segmenter.metadata
     height, width = image.shape[:2]
     timings: dict[str, float] = {}
@@ -61,9 +67,10 @@ def segment_image(
     timings["preprocess"] = (time.perf_counter() - start) * 1000
 
     start = time.perf_counter()
-    probs = segmenter.predict(normalized)
+    probs = segmenter.predict(normalized, check)
     timings["inference"] = (time.perf_counter() - start) * 1000
 
+    check()
     start = time.perf_counter()
     instances = resize_instances(find_instances(probs, metadata), height, width)
     cells = describe_cells(instances, metadata)

@@ -58,11 +58,18 @@ def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[Windo
     ]
 
 
+def padded_size(height: int, width: int, tile: int, multiple: int) -> tuple[int, int]:
+    """The size `pad_to_tile` pads an image of this size to."""
+    return (
+        max(tile, -(-height // multiple) * multiple),
+        max(tile, -(-width // multiple) * multiple),
+    )
+
+
 def pad_to_tile(array: np.ndarray, tile: int, multiple: int) -> np.ndarray:
     """Zero-pad (the normalised mean) bottom/right to >= `tile` and a multiple of `multiple`."""
     height, width = array.shape[:2]
-    target_h = max(tile, int(np.ceil(height / multiple)) * multiple)
-    target_w = max(tile, int(np.ceil(width / multiple)) * multiple)
+    target_h, target_w = padded_size(height, width, tile, multiple)
     pad = ((0, target_h - height), (0, target_w - width)) + ((0, 0),) * (array.ndim - 2)
     return np.pad(array, pad)
 

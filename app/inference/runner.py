@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.inference.metadata import MODEL_FILE, ModelMetadata
-from app.inference.preprocess import blend_weights, pad_to_tile, tile_windows
+from app.inference.preprocess import blend_weights, pad_to_tile, padded_size, tile_windows
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +79,32 @@ class OnnxSegmenter:
     def tile_size(self) -> int:
         return self.metadata.input.tile_size
 
+    @property
+    def overlap(self) -> int:
+        return min(self.options.tile_overlap, self.tile_size // 2)
+
+    def work_pixels(self, height: int, width: int) -> int:
+        """Pixels the network processes for an image of this size: tiles x tile area."""
+        padded_h, padded_w = padded_size(
+            height, width, self.tile_size, self.metadata.input.size_multiple
+        )
+        windows = tile_windows(padded_h, padded_w, self.tile_size, self.overlap)
+        return len(windows) * self.tile_size**2
+
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Run the network on a NHWC float32 batch of tiles."""
         return self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
 
-    def predict(self, normalized: np.ndarray) -> np.ndarray:
-        """Probabilities (H, W, C) of a normalised (H, W, 3) image, merged from tiles."""
+    def predict(
+        self, normalized: np.ndarray, check: Callable[[], None] | None = None
+    ) -> np.ndarray:
+        """Probabilities (H, W, C) of a normalised (H, W, 3) image, merged from tiles.
+
+        `check` is called before each batch of tiles; it raises to stop the work early.
+        """
         height, width = normalized.shape[:2]
         tile = self.tile_size
-        overlap = min(self.options.tile_overlap, tile // 2)
+        overlap = self.overlap
         padded = pad_to_tile(normalized, tile, self.metadata.input.size_multiple)
         windows = tile_windows(padded.shape[0], padded.shape[1], tile, overlap)
         weights = blend_weights(tile, overlap)[..., None]
@@ -94,6 +112,8 @@ class OnnxSegmenter:
         merged = np.zeros((*padded.shape[:2], channels), dtype=np.float32)
         total = np.zeros((*padded.shape[:2], 1), dtype=np.float32)
         for start in range(0, len(windows), self.options.batch_size):
+            if check is not None:
+                check()
             chunk = windows[start : start + self.options.batch_size]
             batch = np.stack([padded[w.top : w.top + tile, w.left : w.left + tile] for w in chunk])
             for window, probs in zip(chunk, self.run_batch(batch), strict=True):

@@ -5,26 +5,20 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 
 from app.api.deps import ReadyModelDep, SettingsDep
-from app.api.schemas import ErrorResponse, SegmentResponse
+from app.api.responses import error_responses
+from app.api.schemas import SegmentResponse
 from app.core.errors import ApiError
+from app.core.metrics import DEADLINE_EXCEEDED, SEGMENT_IN_FLIGHT
 from app.core.segmenting import PICTURES, parse_include, segment_upload
+from app.core.work import DeadlineExceeded, WorkCancelled, WorkGuard, run_guarded
+from app.inference.budget import WorkLimits
 
 router = APIRouter()
 
 READ_CHUNK = 1 << 20
-ERRORS = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in [
-        (413, "upload or image too large"),
-        (415, "not an image this service reads"),
-        (422, "missing or invalid field or parameter"),
-        (503, "model not ready (see Retry-After)"),
-    ]
-}
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -43,11 +37,18 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
     response_model=SegmentResponse,
     responses={
         200: {
-            "content": {"image/png": {}},
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
             "description": "JSON, or the overlay PNG "
             "itself with X-Count-RBC / X-Count-WBC when Accept: image/png",
         },
-        **ERRORS,
+        **error_responses(
+            (400, "malformed multipart body"),
+            (413, "upload or image too large, or too much work once resampled and tiled"),
+            (415, "not an image this service reads"),
+            (422, "missing or invalid field or parameter; degenerate image shape or scale"),
+            (503, "model not ready (see Retry-After)"),
+            (504, "the request ran past BLOODSEG_REQUEST_TIMEOUT_S"),
+        ),
     },
     summary="Segment and count the blood cells of one image",
 )
@@ -73,6 +74,7 @@ async def segment(
         ),
     ] = None,
 ):
+    guard = WorkGuard(settings.request_timeout_s)
     if scale is not None and rbc_diameter is not None:
         raise ApiError(422, "invalid_request", "give scale or rbc_diameter, not both")
     pictures = parse_include(include)
@@ -83,12 +85,21 @@ async def segment(
         data,
         model,
         pictures,
-        settings.max_pixels,
+        WorkLimits(settings.max_pixels, settings.max_work_pixels),
         scale,
         rbc_diameter,
         overlay_only=wants_png,
     )
-    result = await anyio.to_thread.run_sync(work, limiter=request.app.state.inference_limiter)
+    try:
+        with SEGMENT_IN_FLIGHT.track_inprogress():
+            result = await run_guarded(
+                lambda g: work(guard=g), guard, request.app.state.inference_limiter
+            )
+    except DeadlineExceeded as error:
+        DEADLINE_EXCEEDED.inc()
+        raise ApiError(504, "timeout", str(error)) from error
+    except WorkCancelled as error:
+        raise ApiError(503, "shutting_down", str(error)) from error
     if wants_png:
         counts = result.body["counts"]
         headers = {"X-Count-RBC": str(counts["rbc"]), "X-Count-WBC": str(counts["wbc"])}

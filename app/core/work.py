@@ -1,0 +1,88 @@
+"""Blocking work with a deadline, run off the event loop without outliving its request.
+
+The work checks its `WorkGuard` between steps (tile batches, stages). A request past its
+deadline stops there, and a request cancelled from outside (server shutdown) stops its
+thread too, instead of leaving it to run unchecked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+
+T = TypeVar("T")
+FINISH_POLL_S = 0.02
+FINISH_WAIT_S = 10.0
+
+
+class WorkAborted(Exception):
+    """The work stopped before it was done."""
+
+
+class DeadlineExceeded(WorkAborted):
+    """The request ran past its deadline."""
+
+
+class WorkCancelled(WorkAborted):
+    """The request was cancelled (the server is shutting down)."""
+
+
+class WorkGuard:
+    """A deadline and a cancel flag that blocking work checks as it goes."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self._cancelled = threading.Event()
+        self.finished = threading.Event()
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def check(self) -> None:
+        """Raise if the work should stop now."""
+        if self._cancelled.is_set():
+            raise WorkCancelled("the request was cancelled")
+        if time.monotonic() > self.deadline:
+            raise DeadlineExceeded(f"the request took longer than {self.timeout_s:g} s")
+
+
+async def run_guarded(
+    func: Callable[[WorkGuard], T], guard: WorkGuard, limiter: anyio.CapacityLimiter
+) -> T:
+    """Run `func(guard)` in a worker thread once `limiter` has room, within the guard's deadline.
+
+    Waiting for room counts against the deadline. If this task is cancelled meanwhile, the
+    work is told to stop, and the slot is held until its thread has really finished, so the
+    limiter keeps bounding the threads that run.
+    """
+    with anyio.move_on_after(guard.remaining()) as waiting:
+        await limiter.acquire()
+    if waiting.cancelled_caught:
+        raise DeadlineExceeded(
+            f"no inference slot became free within {guard.timeout_s:g} s (server busy)"
+        )
+
+    def work() -> T:
+        try:
+            return func(guard)
+        finally:
+            guard.finished.set()
+
+    try:
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        guard.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(FINISH_WAIT_S):
+            while not guard.finished.is_set():
+                await anyio.sleep(FINISH_POLL_S)
+        raise
+    finally:
+        limiter.release()
