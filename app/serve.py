@@ -23,6 +23,7 @@ def main() -> None:
         h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         server_header=False,
+        access_log=False,  # RequestGuard logs each request once, with its request id
         log_level=settings.log_level.lower(),
     )
 

@@ -1,12 +1,16 @@
 # syntax=docker/dockerfile:1
 # The training job: TensorFlow (GPU-capable) trains, exports, verifies and publishes a model.
+# /models and /runs exist in the image, owned by the job's user: a new named volume mounted
+# there takes that ownership, so the job (uid 10001) can write even if it runs first.
 
 FROM python:3.11-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2
-RUN useradd --create-home --uid 10001 bloodseg
+RUN useradd --create-home --uid 10001 bloodseg \
+    && mkdir -p /models /runs \
+    && chown bloodseg:bloodseg /models /runs
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app

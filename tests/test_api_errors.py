@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import assert_error, encode, fixture_image, make_client, png_claiming, wait_ready
+from tests.conftest import (
+    assert_error,
+    encode,
+    fixture_image,
+    make_client,
+    png_claiming,
+    wait_ready,
+)
 
 GOOD = fixture_image("image-100.png")
 

@@ -49,3 +49,41 @@ def test_openapi_documents_segment(client):
     operation = schema["paths"]["/segment"]["post"]
     assert {"413", "415", "422", "503"} <= set(operation["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def test_model_description_shows_no_paths_or_machine_details(client, shipped_model_dir):
+    text = client.get("/model").text
+    model = client.get("/model").json()
+    assert str(shipped_model_dir) not in text and "/work" not in text and "../" not in text
+    assert "directory" not in model and "run_dir" not in model["training"]
+    assert {d["name"] for d in model["datasets"]} == {"blood-cell-detection", "bccd"}
+    assert model["training"]["seed"] == 7 and model["fallback"] is None
+
+
+def test_docs_load_nothing_from_other_hosts(client):
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)""", html)
+        assert urls and all(u.startswith("/docs-assets/") for u in urls), urls
+        for url in urls:
+            assert client.get(url).status_code == 200
+    assert "https://" not in client.get("/docs").text
+
+
+def test_docs_can_be_switched_off():
+    from tests.conftest import make_client
+
+    with make_client(docs_enabled=False) as bare:
+        assert bare.get("/docs").status_code == 404
+        assert bare.get("/docs-assets/swagger-ui.css").status_code == 404
+        assert bare.get("/openapi.json").status_code == 200
+
+
+def test_openapi_documents_what_routes_really_return(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+    assert {"401", "403", "409"} <= set(paths["/model/reload"]["post"]["responses"])
+    assert {"400", "413", "415", "422", "503", "504"} <= set(paths["/segment"]["post"]["responses"])
+    assert "image/png" in paths["/segment"]["post"]["responses"]["200"]["content"]

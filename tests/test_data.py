@@ -6,29 +6,53 @@ import shutil
 
 import pytest
 
-from tests.conftest import BCCD, BCD
+from tests.conftest import BCCD, BCD, FIXTURE_BCCD, FIXTURE_BCD
 from training.data import DataError, load_dataset, median_rbc_diameter, split_dataset
 
 
 def test_kaggle_layout_reads_every_box():
+    images = load_dataset(FIXTURE_BCD)
+    assert len(images) == 6
+    assert sum(len(i.boxes) for i in images) == 134  # the fixture's annotation rows
+    assert all(i.width == 256 and i.height == 256 for i in images)
+    assert 45 < median_rbc_diameter(images) < 60
+
+
+@pytest.mark.datasets
+def test_the_full_kaggle_dataset_reads_every_box():
     images = load_dataset(BCD)
     assert len(images) == 80
     assert sum(len(i.boxes) for i in images) == 1869
-    assert all(i.width == 256 and i.height == 256 for i in images)
     assert 45 < median_rbc_diameter(images) < 60
 
 
 def test_voc_layout_skips_degenerate_boxes_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
-        images = load_dataset(BCCD, rbc_complete=False)
-    assert len(images) == 292 and not images[0].rbc_complete
+        images = load_dataset(FIXTURE_BCCD, rbc_complete=False)
+    assert len(images) == 4 and not images[0].rbc_complete
     assert "BloodImage_00338.xml object 13: empty or inverted box" in caplog.text
     labels = {b.label for i in images for b in i.boxes}
     assert labels == {"rbc", "wbc"}  # platelets are not a target class
     with pytest.raises(DataError, match=r"BloodImage_00338\.xml object 13"):
-        load_dataset(BCCD, strict=True)
+        load_dataset(FIXTURE_BCCD, strict=True)
 
 
+def test_splits_are_seeded_or_published_on_the_fixtures():
+    images = load_dataset(FIXTURE_BCD)
+    val = split_dataset(FIXTURE_BCD, images, "val", 0.5, seed=7)
+    train = split_dataset(FIXTURE_BCD, images, "train", 0.5, seed=7)
+    assert len(val) == len(train) == 3
+    assert not {i.path for i in val} & {i.path for i in train}
+    assert val == split_dataset(FIXTURE_BCD, images, "val", 0.5, seed=7)
+    bccd = load_dataset(FIXTURE_BCCD)
+    assert [i.path.stem for i in split_dataset(FIXTURE_BCCD, bccd, "val", 0.5, seed=7)] == [
+        "BloodImage_00000",
+        "BloodImage_00002",
+        "BloodImage_00338",
+    ]  # ImageSets/Main/val.txt, whatever the fraction
+
+
+@pytest.mark.datasets
 def test_splits_are_seeded_or_published():
     images = load_dataset(BCD)
     val = split_dataset(BCD, images, "val", 0.2, seed=7)
@@ -45,7 +69,7 @@ def test_splits_are_seeded_or_published():
 def broken_kaggle(tmp_path):
     (tmp_path / "images").mkdir()
     for name in ("image-11.png", "image-10.png"):
-        shutil.copy(BCD / "images" / name, tmp_path / "images" / name)
+        shutil.copy(FIXTURE_BCD / "images" / name, tmp_path / "images" / name)
     rows = [
         ["image", "xmin", "ymin", "xmax", "ymax", "label"],
         ["image-11.png", "10", "10", "60", "60", "rbc"],
@@ -83,8 +107,8 @@ def test_malformed_rows_are_named_and_skipped(broken_kaggle, caplog):
 def test_malformed_voc_xml_is_named(tmp_path, caplog):
     (tmp_path / "Annotations").mkdir()
     (tmp_path / "JPEGImages").mkdir()
-    shutil.copy(BCCD / "JPEGImages" / "BloodImage_00000.jpg", tmp_path / "JPEGImages")
-    shutil.copy(BCCD / "Annotations" / "BloodImage_00000.xml", tmp_path / "Annotations")
+    shutil.copy(FIXTURE_BCCD / "JPEGImages" / "BloodImage_00000.jpg", tmp_path / "JPEGImages")
+    shutil.copy(FIXTURE_BCCD / "Annotations" / "BloodImage_00000.xml", tmp_path / "Annotations")
     (tmp_path / "Annotations" / "BloodImage_00001.xml").write_text("<annotation><object>")
     with caplog.at_level(logging.WARNING):
         images = load_dataset(tmp_path)

@@ -13,8 +13,7 @@ import pytest
 from compose_spec import PyOptions
 
 from app.core.config import Settings
-from tests.conftest import ROOT, SHIPPED_MODEL
-from tests.test_server_process import free_port, wait_http_ready
+from tests.conftest import ROOT, SHIPPED_MODEL, free_port, wait_http_ready
 from training.settings import TrainingSettings
 
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "docker" / "train.Dockerfile"]
@@ -58,6 +57,12 @@ def test_hadolint_passes_with_every_ignore_explained():
                 assert lines[index - 1].startswith("#") and "hadolint" not in lines[index - 1]
 
 
+def parse_duration_s(value: str) -> float:
+    """A compose duration such as '12s' or '1m30s' in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)([hms])", value))
+
+
 def test_compose_file_follows_the_compose_specification():
     compose = PyOptions(apply_merge=True).from_yaml(interpolated_compose())
     compose.validate()
@@ -70,7 +75,9 @@ def test_compose_file_follows_the_compose_specification():
     for name in ("api", "api-cpu"):
         api = services[name]
         assert api["read_only"] is True and api["restart"] == "unless-stopped"
-        assert "healthz" in " ".join(api["healthcheck"]["test"])
+        assert "/readyz" in " ".join(api["healthcheck"]["test"])  # healthy means ready
+        drain = float(api["environment"]["BLOODSEG_SHUTDOWN_TIMEOUT_S"])
+        assert parse_duration_s(api["stop_grace_period"]) > drain
         assert any("/srv/models" in str(v) for v in api["volumes"])
         assert set(api["environment"]) <= {f"BLOODSEG_{n.upper()}" for n in Settings.model_fields}
     assert any("/models" in str(v) for v in services["train"]["volumes"])
@@ -96,6 +103,38 @@ def test_dockerfile_env_names_and_copied_paths_exist():
     ]
 
 
+def test_images_can_write_where_they_must():
+    """The train job's volumes exist in its image, owned by its user (a new named volume
+    takes the mount point's ownership), and the read-only service has HOME and the CUDA
+    cache on its tmpfs."""
+    train = dockerfile_instructions(DOCKERFILES[1])
+    compose = PyOptions(apply_merge=True).from_yaml(interpolated_compose()).to_dict()
+    mounts = [str(v).split(":")[1] for v in compose["services"]["train"]["volumes"]]
+    named = [m for m in mounts if m != "/data"]  # /data is read-only datasets
+    setup = " ".join(rest for word, rest in train if word == "RUN")
+    users = [rest for word, rest in train if word == "USER"]
+    assert users == ["10001"]
+    for mount in named:
+        assert re.search(rf"mkdir -p[^&]*\s{mount}\b", setup), mount
+        assert re.search(rf"chown bloodseg:bloodseg[^&]*\s{mount}\b", setup), mount
+    service_env = env_of(ROOT / "Dockerfile")
+    tmpfs = compose["services"]["api"]["tmpfs"]
+    assert any(service_env["HOME"].startswith(t) for t in tmpfs)
+    assert any(service_env["CUDA_CACHE_PATH"].startswith(t) for t in tmpfs)
+
+
+def test_onnxruntime_gpu_is_pinned_to_the_tested_minor_version():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = [
+        d
+        for d in [*project["dependencies"], *project["optional-dependencies"]["gpu"]]
+        if d.startswith("onnxruntime-gpu")
+    ]
+    assert pins and all(d.endswith("==1.31.*") for d in pins), pins
+
+
 def test_dockerignore_keeps_data_venvs_caches_and_runs_out():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "runs", "shared", "datasets", "**/__pycache__", "tests"} <= ignored
@@ -114,9 +153,11 @@ def test_the_images_command_serves_the_shipped_model_locally():
     port = free_port()
     env.update(
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        HOME=os.environ.get("HOME", "/tmp"),
+        CUDA_CACHE_PATH=os.environ.get("CUDA_CACHE_PATH", "/tmp/cuda-cache"),
         BLOODSEG_MODEL_DIR=str(SHIPPED_MODEL),
-        UVICORN_HOST="127.0.0.1",
-        UVICORN_PORT=str(port),
+        BLOODSEG_HOST="127.0.0.1",
+        BLOODSEG_PORT=str(port),
         BLOODSEG_PROVIDERS='["CPUExecutionProvider"]',
     )
     server = subprocess.Popen(
@@ -125,7 +166,8 @@ def test_the_images_command_serves_the_shipped_model_locally():
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http_ready(server, base)
-        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+        response = httpx.get(f"{base}/readyz")
+        assert response.json()["status"] == "ready" and "server" not in response.headers
     finally:
         server.terminate()
         server.wait(timeout=20)

@@ -7,7 +7,10 @@ from typing import Any
 from app.api.schemas import ErrorResponse
 
 RETRY_AFTER_HEADER = {
-    "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "string"}}
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "schema": {"type": "string"},
+    }
 }
 
 

@@ -79,7 +79,9 @@ def load_model(directory: Path, options: RunnerOptions) -> LoadedModel:
                 raise
             fallback = f"{segmenter.provider} failed its warm-up, running on CPU: {error}"
             logger.warning("%s", fallback)
-            segmenter = OnnxSegmenter(directory, metadata, replace(options, providers=(CPU_PROVIDER,)))
+            segmenter = OnnxSegmenter(
+                directory, metadata, replace(options, providers=(CPU_PROVIDER,))
+            )
             shape = warm_up(segmenter)
         tile = metadata.input.tile_size
         expected = (1, tile, tile, len(metadata.output.channels))
@@ -100,7 +102,7 @@ class ModelStore:
         self.settings = settings
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
-        self._rejected: Path | None = None
+        self._rejected: Path | str | None = None  # a rejected version, or pointer error
         self._lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> bool:
@@ -114,6 +116,9 @@ class ModelStore:
             try:
                 directory = resolve_model_dir(self.settings.model_dir).resolve()
             except (FileNotFoundError, OSError) as error:
+                if str(error) == self._rejected and not force:
+                    return False  # the same broken pointer: already logged and counted
+                self._rejected = str(error)
                 return self._failed(str(error))
             if self.current is not None and self.current.directory == directory:
                 self.last_error = None

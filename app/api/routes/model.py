@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends
@@ -90,7 +91,7 @@ def token_matches(given: str, expected: str) -> bool:
 async def reload_model(
     store: StoreDep,
     settings: SettingsDep,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ):
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(
