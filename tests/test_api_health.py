@@ -87,3 +87,11 @@ def test_openapi_documents_what_routes_really_return(client):
     assert {"401", "403", "409"} <= set(paths["/model/reload"]["post"]["responses"])
     assert {"400", "413", "415", "422", "503", "504"} <= set(paths["/segment"]["post"]["responses"])
     assert "image/png" in paths["/segment"]["post"]["responses"]["200"]["content"]
+
+
+def test_metrics_labels_stay_bounded_whatever_clients_send(client):
+    for index in range(5):
+        client.request(f"BREW{index}", f"/nope-{index}")
+    text = client.get("/metrics").text
+    assert "BREW" not in text and "nope" not in text
+    assert 'bloodseg_requests_total{method="other",route="unmatched",status="404"}' in text

@@ -1,6 +1,7 @@
 """The work one request may cause: refused from the header, checked while running, and
 stopped with its request."""
 
+import threading
 import time
 
 import anyio
@@ -68,8 +69,10 @@ def test_predict_checks_before_every_batch_and_stops_when_told(segmenter):
 def test_a_cancelled_request_stops_its_thread_before_freeing_the_slot():
     limiter_state = {}
     stopped_at: list[float] = []
+    running = threading.Event()
 
     def slow_work(guard: WorkGuard) -> None:
+        running.set()
         try:
             for _ in range(500):  # 5 s if never stopped
                 guard.check()
@@ -82,7 +85,8 @@ def test_a_cancelled_request_stops_its_thread_before_freeing_the_slot():
         guard = WorkGuard(60)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(run_guarded, slow_work, guard, limiter)
-            await anyio.sleep(0.2)
+            while not running.is_set():  # cancel once the work really runs in its thread
+                await anyio.sleep(0.01)
             tasks.cancel_scope.cancel()
         limiter_state["borrowed"] = limiter.borrowed_tokens
         limiter_state["released_at"] = time.monotonic()

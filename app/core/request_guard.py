@@ -21,6 +21,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # a client's id is kept only if short and plain: it is echoed and written to every log line
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+# metric labels take the method only from this set, so clients cannot grow /metrics at will
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
 
 def client_request_id(value: str | None) -> str:
@@ -126,7 +128,8 @@ class RequestGuard:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - started
-            REQUESTS.labels(path, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+            REQUESTS.labels(path, method, str(status)).inc()
             LATENCY.labels(path).observe(elapsed)
             logger.info(
                 "%s %s -> %d in %.1f ms", scope["method"], scope["path"], status, elapsed * 1000
