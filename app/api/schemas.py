@@ -57,8 +57,6 @@ class ErrorResponse(BaseModel):
 class DatasetRef(BaseModel):
     """A dataset the model was trained on, by name (its path stays out)."""
 
-    model_config = {"extra": "ignore"}
-
     name: str
     fingerprint: str | None = None
     rbc_complete: bool | None = None
@@ -75,7 +73,7 @@ class OnnxInput(BaseModel):
 class ModelDescription(BaseModel):
     """What is served: model.json's public part, where it runs, and the last load error.
 
-    Paths and the training configuration stay out: they describe the machine it came from.
+    No file paths: they describe the machine the model was trained on, or the server's disk.
     """
 
     name: str

@@ -13,7 +13,7 @@ from app.api.schemas import SegmentResponse
 from app.core.errors import ApiError
 from app.core.metrics import DEADLINE_EXCEEDED, SEGMENT_IN_FLIGHT
 from app.core.segmenting import PICTURES, parse_include, segment_upload
-from app.core.work import DeadlineExceeded, WorkCancelled, WorkGuard, run_guarded
+from app.core.work import DeadlineExceeded, WorkGuard, run_guarded
 from app.inference.budget import WorkLimits
 
 router = APIRouter()
@@ -98,8 +98,6 @@ async def segment(
     except DeadlineExceeded as error:
         DEADLINE_EXCEEDED.inc()
         raise ApiError(504, "timeout", str(error)) from error
-    except WorkCancelled as error:
-        raise ApiError(503, "shutting_down", str(error)) from error
     if wants_png:
         counts = result.body["counts"]
         headers = {"X-Count-RBC": str(counts["rbc"]), "X-Count-WBC": str(counts["wbc"])}
