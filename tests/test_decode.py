@@ -10,7 +10,6 @@ from app.inference.decode import (
     ImageDecodeError,
     ImageTooLargeError,
     decode_image,
-    displayed_size,
     open_image,
 )
 from tests.conftest import encode, png_claiming
@@ -35,13 +34,18 @@ def test_modes_become_rgb():
     assert decode_image(encode(RGB.convert("L"), "JPEG")).shape == (20, 30, 3)
 
 
-def test_exif_orientation_is_applied_and_known_from_the_header():
+def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    data = encode(RGB, "JPEG", exif=exif)
-    assert displayed_size(open_image(data)) == (20, 30)
-    out = decode_image(data)
+    out = decode_image(encode(RGB, "JPEG", exif=exif))
     assert out.shape == (30, 20, 3)
+
+
+def test_opening_reads_the_header_only():
+    """A 1 x 40,000,000 PNG (160 MB of pixels) is opened without decompressing them."""
+    opened = open_image(png_claiming(1, 40_000_000, pixels=b"\0" * 4 * 40_000_000))
+    assert opened.size == (1, 40_000_000)
+    assert opened.tile  # the decoder work is still pending: nothing was decompressed
 
 
 def test_gif_first_frame():

@@ -16,7 +16,6 @@ from app.inference.budget import WorkLimits, WorkRefused, check_work
 from app.inference.decode import (
     ImageDecodeError,
     ImageTooLargeError,
-    displayed_size,
     image_to_rgb,
     open_image,
 )
@@ -66,7 +65,9 @@ def segment_upload(
     started = time.perf_counter()
     try:
         opened = open_image(data)
-        width, height = displayed_size(opened)
+        # the size before EXIF orientation: every bound is the same for width x height and
+        # height x width, and PNG keeps its orientation after the pixels (reading it decodes)
+        width, height = opened.size
         factor = scale_for(model.metadata.rbc_diameter_px, rbc_diameter, scale)
         check_work(width, height, factor, limits, model.segmenter.work_pixels)
         image = image_to_rgb(opened)

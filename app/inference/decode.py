@@ -1,7 +1,7 @@
 """Decode uploaded or stored image bytes into an RGB uint8 array, safely.
 
 Decoding is two steps so that a caller can refuse an image from its header alone:
-`open_image` reads the header (format, size, orientation) and `image_to_rgb` decompresses.
+`open_image` reads the header (format, size) and `image_to_rgb` decompresses.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP", "MPO"})
-# EXIF orientations that turn the picture by 90 degrees, swapping width and height
-TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 
 
@@ -66,16 +64,6 @@ def open_image(data: bytes) -> Image.Image:
     if image.format not in SUPPORTED_FORMATS:
         raise ImageDecodeError(f"unsupported image format {image.format}")
     return image
-
-
-def displayed_size(image: Image.Image) -> tuple[int, int]:
-    """(width, height) once the EXIF orientation is applied, from the header alone."""
-    width, height = image.size
-    try:
-        orientation = image.getexif().get(0x0112)
-    except DECODE_ERRORS:
-        orientation = None
-    return (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
 
 
 def image_to_rgb(image: Image.Image) -> np.ndarray:
