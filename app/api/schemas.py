@@ -40,6 +40,9 @@ class SegmentResponse(BaseModel):
     mask: str | None = Field(None, description="base64 8-bit PNG: 0 background, 1 RBC, 2 WBC")
     instances: str | None = Field(None, description="base64 16-bit PNG: 0 background, else cell id")
     overlay: str | None = Field(None, description="base64 RGB PNG of the cells over the image")
+    geojson: dict[str, Any] | None = Field(
+        None, description="QuPath GeoJSON FeatureCollection: one polygon per cell (include=geojson)"
+    )
     model: ModelRef
     scale: float = Field(description="resampling factor applied before the model")
     timings_ms: dict[str, float]

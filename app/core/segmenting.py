@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -19,31 +20,43 @@ from app.inference.decode import (
     image_to_rgb,
     open_image,
 )
-from app.inference.pipeline import scale_for, segment_image
+from app.inference.exports import cell_outlines, geojson
+from app.inference.pipeline import Segmentation, scale_for, segment_image
 from app.inference.render import overlay_image, png_bytes
 
 PICTURES = ("mask", "instances", "overlay")
+INCLUDES = (*PICTURES, "geojson")
 
 
 def parse_include(value: str) -> frozenset[str]:
-    """The pictures a client asked for; unknown names are a 422."""
+    """The parts a client asked for; unknown names are a 422."""
     names = {part.strip() for part in value.split(",") if part.strip()}
-    unknown = names - set(PICTURES)
+    unknown = names - set(INCLUDES)
     if unknown:
         raise ApiError(
             422,
             "invalid_include",
-            f"unknown include value(s) {sorted(unknown)}; choose from {list(PICTURES)}",
+            f"unknown include value(s) {sorted(unknown)}; choose from {list(INCLUDES)}",
         )
     return frozenset(names)
 
 
 @dataclass
 class SegmentResult:
-    """The JSON body, and the overlay PNG bytes when an image/png response was asked for."""
+    """The JSON body, the encoded pictures, and the segmentation they came from."""
 
     body: dict
-    overlay_png: bytes | None
+    segmentation: Segmentation
+    model: LoadedModel
+    pngs: dict[str, bytes] = field(default_factory=dict)
+
+    @cached_property
+    def outlines(self) -> dict[int, list[tuple[float, float]]]:
+        """Each cell's contour (for GeoJSON and ImageJ ROIs), computed once."""
+        return cell_outlines(self.segmentation.instances.labels)
+
+    def geojson(self) -> dict:
+        return geojson(self.segmentation.cells, self.outlines, self.model.metadata)
 
 
 def segment_upload(
@@ -53,13 +66,15 @@ def segment_upload(
     limits: WorkLimits,
     scale: float | None = None,
     rbc_diameter: float | None = None,
-    overlay_only: bool = False,
+    embed: bool = True,
     guard: WorkGuard | None = None,
 ) -> SegmentResult:
     """Decode the upload, run the model and build the response (blocking: run in a thread).
 
-    The image is refused from its header when its work is out of bounds; `guard` is checked
-    between steps and stops the work past the request's deadline.
+    `include` names the pictures to encode (base64 in the body when `embed`, always in
+    `pngs`) and whether to add the GeoJSON. The image is refused from its header when its work
+    is out of bounds; `guard` is checked between steps and stops the work past the request's
+    deadline.
     """
     check = guard.check if guard is not None else None
     started = time.perf_counter()
@@ -82,19 +97,17 @@ def segment_upload(
         check()
     segmentation = segment_image(image, model.segmenter, factor, check=check)
     encode_start = time.perf_counter()
-    pictures: dict[str, str] = {}
-    overlay_png = None
-    wanted = {"overlay"} if overlay_only else include
-    if "mask" in wanted:
-        pictures["mask"] = base64.b64encode(png_bytes(segmentation.mask)).decode()
-    if "instances" in wanted:
+    pngs: dict[str, bytes] = {}
+    if "mask" in include:
+        pngs["mask"] = png_bytes(segmentation.mask)
+    if "instances" in include:
         labels = np.minimum(segmentation.instances.labels, np.iinfo(np.uint16).max)
-        pictures["instances"] = base64.b64encode(png_bytes(labels.astype(np.uint16))).decode()
-    if "overlay" in wanted:
+        pngs["instances"] = png_bytes(labels.astype(np.uint16))
+    if "overlay" in include:
         overlay = overlay_image(image, segmentation.instances, segmentation.cells, model.metadata)
-        overlay_png = png_bytes(overlay)
-        if not overlay_only:
-            pictures["overlay"] = base64.b64encode(overlay_png).decode()
+        pngs["overlay"] = png_bytes(overlay)
+    result = SegmentResult(body={}, segmentation=segmentation, model=model, pngs=pngs)
+    extra = {"geojson": result.geojson()} if "geojson" in include else {}
     finished = time.perf_counter()
 
     timings = {
@@ -114,9 +127,11 @@ def segment_upload(
         "counts": segmentation.counts,
         "cells": [cell.__dict__ for cell in segmentation.cells],
         "image": {"width": width, "height": height},
-        **pictures,
+        **({k: base64.b64encode(v).decode() for k, v in pngs.items()} if embed else {}),
+        **extra,
         "model": {"name": meta.name, "version": meta.version, "provider": model.segmenter.provider},
         "scale": round(factor, 6),
         "timings_ms": {k: round(v, 2) for k, v in timings.items()},
     }
-    return SegmentResult(body=body, overlay_png=overlay_png if overlay_only else None)
+    result.body = body
+    return result

@@ -6,19 +6,21 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 
 from app.api.deps import ReadyModelDep, SettingsDep
 from app.api.responses import error_responses
 from app.api.schemas import SegmentResponse
 from app.core.errors import ApiError
 from app.core.metrics import DEADLINE_EXCEEDED, SEGMENT_IN_FLIGHT
-from app.core.segmenting import PICTURES, parse_include, segment_upload
+from app.core.segmenting import INCLUDES, PICTURES, parse_include, segment_upload
 from app.core.work import DeadlineExceeded, WorkGuard, run_guarded
 from app.inference.budget import WorkLimits
 
 router = APIRouter()
 
 READ_CHUNK = 1 << 20
+GEOJSON = "application/geo+json"
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -37,9 +39,13 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
     response_model=SegmentResponse,
     responses={
         200: {
-            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "JSON, or the overlay PNG "
-            "itself with X-Count-RBC / X-Count-WBC when Accept: image/png",
+            "content": {
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                GEOJSON: {"schema": {"type": "object"}},
+            },
+            "description": "JSON; or the overlay PNG itself with X-Count-RBC / X-Count-WBC "
+            "when Accept: image/png; or a QuPath GeoJSON FeatureCollection of the cells when "
+            "Accept: application/geo+json",
         },
         **error_responses(
             (400, "malformed multipart body"),
@@ -57,7 +63,7 @@ async def segment(
     model: ReadyModelDep,
     settings: SettingsDep,
     image: Annotated[UploadFile, File(description="PNG, JPEG, TIFF, BMP, GIF or WebP")],
-    include: Annotated[str, Query(description=f"comma list of {', '.join(PICTURES)}")] = ",".join(
+    include: Annotated[str, Query(description=f"comma list of {', '.join(INCLUDES)}")] = ",".join(
         PICTURES
     ),
     scale: Annotated[
@@ -77,18 +83,23 @@ async def segment(
     guard = WorkGuard(settings.request_timeout_s)
     if scale is not None and rbc_diameter is not None:
         raise ApiError(422, "invalid_request", "give scale or rbc_diameter, not both")
-    pictures = parse_include(include)
-    wants_png = "image/png" in request.headers.get("accept", "")
+    accept = request.headers.get("accept", "")
+    wants_png, wants_geojson = "image/png" in accept, GEOJSON in accept
+    if wants_png or wants_geojson:
+        parse_include(include)  # still refuse a wrong value
+        parts = frozenset({"overlay"} if wants_png else {"geojson"})
+    else:
+        parts = parse_include(include)
     data = await read_limited(image, settings.max_upload_bytes)
     work = partial(
         segment_upload,
         data,
         model,
-        pictures,
+        parts,
         WorkLimits(settings.max_pixels, settings.max_work_pixels),
         scale,
         rbc_diameter,
-        overlay_only=wants_png,
+        embed=not (wants_png or wants_geojson),
     )
     try:
         with SEGMENT_IN_FLIGHT.track_inprogress():
@@ -101,5 +112,7 @@ async def segment(
     if wants_png:
         counts = result.body["counts"]
         headers = {"X-Count-RBC": str(counts["rbc"]), "X-Count-WBC": str(counts["wbc"])}
-        return Response(result.overlay_png, media_type="image/png", headers=headers)
+        return Response(result.pngs["overlay"], media_type="image/png", headers=headers)
+    if wants_geojson:
+        return JSONResponse(result.body["geojson"], media_type=GEOJSON)
     return result.body
