@@ -30,8 +30,19 @@ def batch(tmp_path_factory):
     out = tmp_path_factory.mktemp("batch")
     images = str(FIXTURE_BCD / "images")
     pattern = str(FIXTURE_BCCD / "JPEGImages" / "BloodImage_0000[01].jpg")
-    code = main(["segment", images, pattern, "--out", str(out), "--workers", "2",
-                 "--format", "csv,geojson,rois,overlay"])  # fmt: skip
+    code = main(
+        [
+            "segment",
+            images,
+            pattern,
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--format",
+            "csv,geojson,rois,overlay",
+        ]
+    )
     assert code == 0
     return out
 
@@ -49,8 +60,19 @@ def test_tables_hold_every_image_and_cell_with_the_services_counts(batch, client
         "error",
     ]
     cells = read_csv(batch / "cells.csv")
-    assert list(cells[0]) == ["image", "id", "label", "x_min", "y_min", "x_max", "y_max",
-                              "centroid_x", "centroid_y", "area", "score"]  # fmt: skip
+    assert list(cells[0]) == [
+        "image",
+        "id",
+        "label",
+        "x_min",
+        "y_min",
+        "x_max",
+        "y_max",
+        "centroid_x",
+        "centroid_y",
+        "area",
+        "score",
+    ]
     for row in summary:
         counts = service_counts(client, Path(row["image"]))
         assert (int(row["rbc"]), int(row["wbc"])) == (counts["rbc"], counts["wbc"])
@@ -108,7 +130,7 @@ def test_remote_mode_gives_the_same_tables(batch, tmp_path):
                 str(tmp_path),
                 "--format",
                 "csv,rois",
-            ],  # fmt: skip
+            ],
             capture_output=True,
             text=True,
             timeout=300,
