@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api.responses import error_responses
-from app.api.routes import health, model, segment
+from app.api.routes import health, inference_protocol, model, segment, web
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
@@ -79,6 +80,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(segment.router)
     app.include_router(model.router)
+    app.include_router(inference_protocol.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    generate_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate_openapi()
+            schema["components"]["schemas"].update(inference_protocol.openapi_schemas())
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 

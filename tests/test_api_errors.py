@@ -178,13 +178,13 @@ def test_a_missing_model_keeps_the_service_alive_and_not_ready(tmp_path):
 
 
 def test_an_unhandled_error_is_a_json_500_that_keeps_the_request_id(client, monkeypatch):
-    from app.api.routes import segment as segment_route
+    from app.api import segmentation
 
     def explode(*args, **kwargs):
         raise RuntimeError("injected fault")
 
     # injected fault: nothing a client sends can make the pipeline raise an unexpected error
-    monkeypatch.setattr(segment_route, "segment_upload", explode)
+    monkeypatch.setattr(segmentation, "segment_upload", explode)
     response = client.post(
         "/segment", files={"image": ("a.png", GOOD)}, headers={"X-Request-ID": "boom-1"}
     )

@@ -14,7 +14,7 @@ from tests.conftest import ROOT, running_server
 pytestmark = pytest.mark.slow
 
 TOKEN = "schemathesis-token"
-MAX_EXAMPLES = 1000  # per operation; the parameterless ones need only a few
+MAX_EXAMPLES = 150  # per operation; the parameterless ones need only a few
 MIN_CASES = 1000
 
 

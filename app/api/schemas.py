@@ -116,3 +116,31 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"]
     model: str = Field(description="name/version of the served model")
+
+
+class V2Error(BaseModel):
+    """The Open Inference Protocol's error body."""
+
+    error: str
+
+
+class V2Tensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(None, description="for BYTES: base64 strings")
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    """An inference request: input 'image' (BYTES [1]); parameters scale or rbc_diameter."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor]
+    outputs: list[V2RequestedOutput] | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
@@ -11,11 +10,9 @@ from fastapi.responses import JSONResponse
 from app.api.deps import ReadyModelDep, SettingsDep
 from app.api.responses import error_responses
 from app.api.schemas import SegmentResponse
+from app.api.segmentation import segment_in_worker
 from app.core.errors import ApiError
-from app.core.metrics import DEADLINE_EXCEEDED, SEGMENT_IN_FLIGHT
-from app.core.segmenting import INCLUDES, PICTURES, parse_include, segment_upload
-from app.core.work import DeadlineExceeded, WorkGuard, run_guarded
-from app.inference.budget import WorkLimits
+from app.core.segmenting import INCLUDES, PICTURES, parse_include
 
 router = APIRouter()
 
@@ -80,9 +77,6 @@ async def segment(
         ),
     ] = None,
 ):
-    guard = WorkGuard(settings.request_timeout_s)
-    if scale is not None and rbc_diameter is not None:
-        raise ApiError(422, "invalid_request", "give scale or rbc_diameter, not both")
     accept = request.headers.get("accept", "")
     wants_png, wants_geojson = "image/png" in accept, GEOJSON in accept
     if wants_png or wants_geojson:
@@ -91,24 +85,16 @@ async def segment(
     else:
         parts = parse_include(include)
     data = await read_limited(image, settings.max_upload_bytes)
-    work = partial(
-        segment_upload,
-        data,
+    result = await segment_in_worker(
+        request,
         model,
+        settings,
+        data,
         parts,
-        WorkLimits(settings.max_pixels, settings.max_work_pixels),
         scale,
         rbc_diameter,
         embed=not (wants_png or wants_geojson),
     )
-    try:
-        with SEGMENT_IN_FLIGHT.track_inprogress():
-            result = await run_guarded(
-                lambda g: work(guard=g), guard, request.app.state.inference_limiter
-            )
-    except DeadlineExceeded as error:
-        DEADLINE_EXCEEDED.inc()
-        raise ApiError(504, "timeout", str(error)) from error
     if wants_png:
         counts = result.body["counts"]
         headers = {"X-Count-RBC": str(counts["rbc"]), "X-Count-WBC": str(counts["wbc"])}

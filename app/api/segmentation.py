@@ -1,0 +1,50 @@
+"""Running one segmentation for a route: off the event loop, bounded by the request deadline,
+counted in /metrics. Shared by POST /segment and the Open Inference Protocol's infer."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fastapi import Request
+
+from app.core.config import Settings
+from app.core.errors import ApiError
+from app.core.metrics import DEADLINE_EXCEEDED, SEGMENT_IN_FLIGHT
+from app.core.model_store import LoadedModel
+from app.core.segmenting import SegmentResult, segment_upload
+from app.core.work import DeadlineExceeded, WorkGuard, run_guarded
+from app.inference.budget import WorkLimits
+
+
+async def segment_in_worker(
+    request: Request,
+    model: LoadedModel,
+    settings: Settings,
+    data: bytes,
+    parts: frozenset[str],
+    scale: float | None = None,
+    rbc_diameter: float | None = None,
+    embed: bool = True,
+) -> SegmentResult:
+    """Segment uploaded bytes in a worker thread; 504 past BLOODSEG_REQUEST_TIMEOUT_S."""
+    guard = WorkGuard(settings.request_timeout_s)
+    if scale is not None and rbc_diameter is not None:
+        raise ApiError(422, "invalid_request", "give scale or rbc_diameter, not both")
+    work = partial(
+        segment_upload,
+        data,
+        model,
+        parts,
+        WorkLimits(settings.max_pixels, settings.max_work_pixels),
+        scale,
+        rbc_diameter,
+        embed,
+    )
+    try:
+        with SEGMENT_IN_FLIGHT.track_inprogress():
+            return await run_guarded(
+                lambda g: work(guard=g), guard, request.app.state.inference_limiter
+            )
+    except DeadlineExceeded as error:
+        DEADLINE_EXCEEDED.inc()
+        raise ApiError(504, "timeout", str(error)) from error
