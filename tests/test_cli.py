@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import roifile
 from PIL import Image
@@ -153,3 +154,17 @@ def test_the_whole_blood_cell_detection_folder(tmp_path, client):
         counts = service_counts(client, Path(row["image"]))
         assert (int(row["rbc"]), int(row["wbc"])) == (counts["rbc"], counts["wbc"])
     assert len(read_csv(tmp_path / "cells.csv")) > 80 * 15
+
+
+@pytest.mark.slow
+def test_bloodseg_serve_starts_the_service():
+    from tests.conftest import start_server, wait_http_ready
+
+    bloodseg = Path(sys.executable).parent / "bloodseg"
+    server, base = start_server(command=[str(bloodseg), "serve"])
+    try:
+        wait_http_ready(server, base)
+        assert httpx.get(f"{base}/readyz").json()["status"] == "ready"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
