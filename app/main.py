@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from app import __version__
 from app.api.responses import error_responses
 from app.api.routes import health, inference_protocol, model, segment, web
+from app.core.admission import Admission
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = ModelStore(settings)
     app.state.inference_limiter = anyio.CapacityLimiter(settings.inference_concurrency)
+    app.state.admission = Admission(settings.max_queue)
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -180,3 +180,73 @@ def test_shutdown_drains_for_a_bounded_time_with_requests_queued():
     assert drain_s < 10, drain_s
     assert len(outcomes) == 16 and set(outcomes) <= {"200", "503", "closed"}
     assert outcomes.count("200") < 16  # the queue was not drained to the end
+
+
+def metric(base: str, name: str) -> float:
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def big_png() -> bytes:
+    rng = np.random.default_rng(1)
+    return encode(Image.fromarray(rng.integers(0, 256, (1024, 1024, 3), np.uint8)), "PNG")
+
+
+def test_past_max_queue_requests_get_503_at_once_and_health_stays_quick():
+    data = big_png()
+    with running_server({"BLOODSEG_MAX_QUEUE": "2"}) as base:
+        answers: list[httpx.Response] = []
+
+        def post() -> None:
+            files = {"image": ("a.png", data)}
+            answers.append(httpx.post(f"{base}/segment?include=", files=files, timeout=120))
+
+        clients = [threading.Thread(target=post) for _ in range(10)]
+        for client in clients:
+            client.start()
+        health = [httpx.get(f"{base}/healthz", timeout=5).status_code for _ in range(5)]
+        for client in clients:
+            client.join(timeout=180)
+        rejected = metric(base, "bloodseg_segment_rejected_total")
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) == {200, 503} and health == [200] * 5
+    refused = [a for a in answers if a.status_code == 503]
+    assert all(
+        a.headers["Retry-After"] and a.json()["error"]["code"] == "overloaded" for a in refused
+    )
+    assert rejected == len(refused)
+
+
+def test_a_request_whose_client_left_is_dropped_before_inference():
+    data = big_png()
+    small = fixture_image()
+    boundary = b"xyzzy"
+    body = (
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        + small
+        + b"\r\n--"
+        + boundary
+        + b"--\r\n"
+    )
+    with running_server() as base:
+        first = threading.Thread(
+            target=lambda: httpx.post(f"{base}/segment", files={"image": ("a", data)}, timeout=120)
+        )
+        first.start()
+        wait_until(lambda: in_flight(base) >= 1, 60, "the first request running")
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary="
+                + boundary
+                + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            wait_until(lambda: in_flight(base) >= 2, 60, "the second request waiting")
+        first.join(timeout=120)  # the socket is closed: its client has gone
+        wait_until(lambda: metric(base, "bloodseg_segment_dropped_total") == 1, 60, "the drop")
+        assert in_flight(base) == 0

@@ -109,3 +109,19 @@ def test_waiting_for_a_busy_slot_counts_against_the_deadline():
         assert limiter.borrowed_tokens == 0
 
     anyio.run(main)
+
+
+def test_admission_refuses_past_the_bound_and_frees_slots():
+    from app.core.admission import Admission, Overloaded
+
+    admission = Admission(2)
+    with admission.admit(), admission.admit():
+        with pytest.raises(Overloaded), admission.admit():
+            pass
+        assert admission.admitted == 2
+    assert admission.admitted == 0
+    with admission.admit():
+        assert admission.admitted == 1
+    unbounded = Admission(0)
+    with unbounded.admit(), unbounded.admit(), unbounded.admit():
+        assert unbounded.admitted == 3

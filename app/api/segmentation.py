@@ -7,13 +7,17 @@ from functools import partial
 
 from fastapi import Request
 
+from app.core.admission import Overloaded
 from app.core.config import Settings
 from app.core.errors import ApiError
-from app.core.metrics import DEADLINE_EXCEEDED, SEGMENT_IN_FLIGHT
+from app.core.metrics import DEADLINE_EXCEEDED, DISCONNECTED, SEGMENT_IN_FLIGHT
 from app.core.model_store import LoadedModel
 from app.core.segmenting import SegmentResult, segment_upload
-from app.core.work import DeadlineExceeded, WorkGuard, run_guarded
+from app.core.work import ClientGone, DeadlineExceeded, WorkGuard, run_guarded
 from app.inference.budget import WorkLimits
+
+RETRY_AFTER_OVERLOADED_S = "1"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away
 
 
 async def segment_in_worker(
@@ -26,7 +30,8 @@ async def segment_in_worker(
     rbc_diameter: float | None = None,
     embed: bool = True,
 ) -> SegmentResult:
-    """Segment uploaded bytes in a worker thread; 504 past BLOODSEG_REQUEST_TIMEOUT_S."""
+    """Segment uploaded bytes in a worker thread: 503 at once when BLOODSEG_MAX_QUEUE requests
+    are already admitted, 504 past BLOODSEG_REQUEST_TIMEOUT_S, dropped if the client left."""
     guard = WorkGuard(settings.request_timeout_s)
     if scale is not None and rbc_diameter is not None:
         raise ApiError(422, "invalid_request", "give scale or rbc_diameter, not both")
@@ -41,10 +46,20 @@ async def segment_in_worker(
         embed,
     )
     try:
-        with SEGMENT_IN_FLIGHT.track_inprogress():
+        with request.app.state.admission.admit(), SEGMENT_IN_FLIGHT.track_inprogress():
             return await run_guarded(
-                lambda g: work(guard=g), guard, request.app.state.inference_limiter
+                lambda g: work(guard=g),
+                guard,
+                request.app.state.inference_limiter,
+                request.is_disconnected,
             )
+    except Overloaded as error:
+        raise ApiError(
+            503, "overloaded", str(error), headers={"Retry-After": RETRY_AFTER_OVERLOADED_S}
+        ) from error
     except DeadlineExceeded as error:
         DEADLINE_EXCEEDED.inc()
         raise ApiError(504, "timeout", str(error)) from error
+    except ClientGone as error:
+        DISCONNECTED.inc()
+        raise ApiError(CLIENT_CLOSED_REQUEST, "client_closed_request", str(error)) from error

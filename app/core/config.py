@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         "resampling and padding",
     )
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="all request headers together")
+    max_queue: int = Field(
+        32,
+        ge=0,
+        description="segmentation requests admitted at once, waiting or running; past it a "
+        "503 with Retry-After (0: no bound)",
+    )
     request_timeout_s: float = Field(
         60.0, gt=0, description="deadline for one /segment request: waiting, decoding, inference"
     )

@@ -60,3 +60,13 @@ DEADLINE_EXCEEDED = Counter(
     "/segment requests answered 504 past BLOODSEG_REQUEST_TIMEOUT_S",
     registry=registry,
 )
+REJECTED = Counter(
+    "bloodseg_segment_rejected_total",
+    "/segment requests refused with 503 because BLOODSEG_MAX_QUEUE requests were admitted",
+    registry=registry,
+)
+DISCONNECTED = Counter(
+    "bloodseg_segment_dropped_total",
+    "/segment requests dropped before inference because their client had disconnected",
+    registry=registry,
+)

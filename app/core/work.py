@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
@@ -29,6 +29,10 @@ class DeadlineExceeded(WorkAborted):
 
 class WorkCancelled(WorkAborted):
     """The request was cancelled (the server is shutting down)."""
+
+
+class ClientGone(WorkAborted):
+    """The client disconnected before its work reached the model."""
 
 
 class WorkGuard:
@@ -55,11 +59,15 @@ class WorkGuard:
 
 
 async def run_guarded(
-    func: Callable[[WorkGuard], T], guard: WorkGuard, limiter: anyio.CapacityLimiter
+    func: Callable[[WorkGuard], T],
+    guard: WorkGuard,
+    limiter: anyio.CapacityLimiter,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
 ) -> T:
     """Run `func(guard)` in a worker thread once `limiter` has room, within the guard's deadline.
 
-    Waiting for room counts against the deadline. If this task is cancelled meanwhile, the
+    Waiting for room counts against the deadline, and a request whose client has gone by the
+    time it gets room is dropped (`disconnected`). If this task is cancelled meanwhile, the
     work is told to stop, and the slot is held until its thread has really finished, so the
     limiter keeps bounding the threads that run.
     """
@@ -69,6 +77,9 @@ async def run_guarded(
         raise DeadlineExceeded(
             f"no inference slot became free within {guard.timeout_s:g} s (server busy)"
         )
+    if disconnected is not None and await disconnected():
+        limiter.release()
+        raise ClientGone("the client disconnected while its request waited")
 
     def work() -> T:
         try:

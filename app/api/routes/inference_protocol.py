@@ -38,7 +38,7 @@ V2_ERRORS = {
         (413, "upload or image too large"),
         (415, "the image bytes are not an image"),
         (422, "degenerate image shape or scale"),
-        (503, "the model is not ready"),
+        (503, "the model is not ready, or the server is at BLOODSEG_MAX_QUEUE (Retry-After)"),
         (504, "the request ran past its deadline"),
     ]
 }
@@ -52,8 +52,8 @@ class V2Failure(Exception):
         self.status = status
 
 
-def v2_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def v2_error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def served_model(store: ModelStore, name: str, version: str | None = None) -> LoadedModel:
@@ -207,7 +207,7 @@ async def infer(
     except ProtocolError as error:
         return v2_error(400, str(error))
     except ApiError as error:
-        return v2_error(error.status, error.message)
+        return v2_error(error.status, error.message, error.headers)
     tensors = [
         t for t in output_tensors(model, result.body, result.segmentation) if t.name in wanted
     ]

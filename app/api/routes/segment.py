@@ -49,7 +49,7 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
             (413, "upload or image too large, or too much work once resampled and tiled"),
             (415, "not an image this service reads"),
             (422, "missing or invalid field or parameter; degenerate image shape or scale"),
-            (503, "model not ready (see Retry-After)"),
+            (503, "model not ready, or BLOODSEG_MAX_QUEUE requests admitted (see Retry-After)"),
             (504, "the request ran past BLOODSEG_REQUEST_TIMEOUT_S"),
         ),
     },
