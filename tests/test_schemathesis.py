@@ -57,6 +57,7 @@ def test_schemathesis_finds_no_failure(tmp_path):
     assert result["complete"] and result["operations"]["tested"] == result["operations"]["total"]
     cases = result["test_cases"]
     assert cases["with_failures"] == 0 and cases["errored"] == 0 and not result["errors"]
+    print(f"schemathesis: {cases}")
     assert cases["generated"] >= MIN_CASES, cases
     segment = result["valid_rates"]["POST /segment"]["fuzzing"]
     assert segment["accepted"] > 0  # real smears went all the way through the pipeline
