@@ -194,8 +194,9 @@ def run_segment(args: argparse.Namespace) -> int:
         print("no images found in " + " ".join(args.paths), file=sys.stderr)
         return 2
     out: Path = args.out
-    for folder in ("results", "overlays", "geojson", "rois"):
-        if folder == "results" or {"overlays": "overlay"}.get(folder, folder) in formats:
+    folders = {"results": "csv", "overlays": "overlay", "geojson": "geojson", "rois": "rois"}
+    for folder, fmt in folders.items():
+        if fmt == "csv" or fmt in formats:
             (out / folder).mkdir(parents=True, exist_ok=True)
     segment, training_diameter = (remote_segmenter if args.url else in_process_segmenter)(args)
     names = output_names(images)
