@@ -48,20 +48,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
     body_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
-    app = FastAPIOffline(
-        title="bloodseg",
-        version=__version__,
-        summary="Segment and count red and white blood cells in microscope images.",
-        lifespan=lifespan,
-        responses=error_responses(
+    common = {
+        "title": "bloodseg",
+        "version": __version__,
+        "summary": "Segment and count red and white blood cells in microscope images.",
+        "lifespan": lifespan,
+        "responses": error_responses(
             (431, "request headers too large"), (500, "unexpected server error")
         ),
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url="/redoc" if settings.docs_enabled else None,
-        static_url=DOCS_ASSETS_URL,
-    )
-    if not settings.docs_enabled:
-        app.routes[:] = [r for r in app.routes if getattr(r, "path", "") != DOCS_ASSETS_URL]
+    }
+    if settings.docs_enabled:  # Swagger UI and ReDoc with their assets served here, no CDN
+        app = FastAPIOffline(static_url=DOCS_ASSETS_URL, **common)
+    else:
+        app = FastAPI(docs_url=None, redoc_url=None, **common)
     app.state.settings = settings
     app.state.store = ModelStore(settings)
     app.state.inference_limiter = anyio.CapacityLimiter(settings.inference_concurrency)

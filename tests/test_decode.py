@@ -58,7 +58,7 @@ def test_gif_first_frame():
 
 def test_decompression_bomb_is_refused_from_the_header():
     with pytest.raises(ImageTooLargeError, match="pixels"):
-        decode_image(png_claiming(50_000, 50_000), max_pixels=40_000_000)
+        decode_image(png_claiming(50_000, 50_000))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from fastapi import Request
 from app.core.admission import Overloaded
 from app.core.config import Settings
 from app.core.errors import ApiError
-from app.core.metrics import DEADLINE_EXCEEDED, DISCONNECTED, SEGMENT_IN_FLIGHT
+from app.core.metrics import DEADLINE_EXCEEDED, DISCONNECTED
 from app.core.model_store import LoadedModel
 from app.core.segmenting import SegmentResult, segment_upload
 from app.core.work import ClientGone, DeadlineExceeded, WorkGuard, run_guarded
@@ -46,7 +46,7 @@ async def segment_in_worker(
         embed,
     )
     try:
-        with request.app.state.admission.admit(), SEGMENT_IN_FLIGHT.track_inprogress():
+        with request.app.state.admission.admit():
             return await run_guarded(
                 lambda g: work(guard=g),
                 guard,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.core.metrics import REJECTED
+from app.core.metrics import REJECTED, SEGMENT_IN_FLIGHT
 
 
 class Overloaded(Exception):
@@ -15,7 +15,8 @@ class Overloaded(Exception):
 
 
 class Admission:
-    """Counts admitted requests. Used from the event loop only, so a plain integer suffices."""
+    """Counts admitted requests (and shows the count as bloodseg_segment_requests_in_flight).
+    Used from the event loop only, so a plain integer suffices."""
 
     def __init__(self, max_queue: int) -> None:
         self.max_queue = max_queue  # 0: unbounded
@@ -28,7 +29,9 @@ class Admission:
             REJECTED.inc()
             raise Overloaded(f"{self.admitted} requests are already admitted (BLOODSEG_MAX_QUEUE)")
         self.admitted += 1
+        SEGMENT_IN_FLIGHT.inc()
         try:
             yield
         finally:
             self.admitted -= 1
+            SEGMENT_IN_FLIGHT.dec()

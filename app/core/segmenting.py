@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,16 +46,7 @@ class SegmentResult:
 
     body: dict
     segmentation: Segmentation
-    model: LoadedModel
-    pngs: dict[str, bytes] = field(default_factory=dict)
-
-    @cached_property
-    def outlines(self) -> dict[int, list[tuple[float, float]]]:
-        """Each cell's contour (for GeoJSON and ImageJ ROIs), computed once."""
-        return cell_outlines(self.segmentation.instances.labels)
-
-    def geojson(self) -> dict:
-        return geojson(self.segmentation.cells, self.outlines, self.model.metadata)
+    pngs: dict[str, bytes]
 
 
 def segment_upload(
@@ -106,8 +96,10 @@ def segment_upload(
     if "overlay" in include:
         overlay = overlay_image(image, segmentation.instances, segmentation.cells, model.metadata)
         pngs["overlay"] = png_bytes(overlay)
-    result = SegmentResult(body={}, segmentation=segmentation, model=model, pngs=pngs)
-    extra = {"geojson": result.geojson()} if "geojson" in include else {}
+    extra = {}
+    if "geojson" in include:
+        outlines = cell_outlines(segmentation.instances.labels)
+        extra["geojson"] = geojson(segmentation.cells, outlines, model.metadata)
     finished = time.perf_counter()
 
     timings = {
@@ -133,5 +125,4 @@ def segment_upload(
         "scale": round(factor, 6),
         "timings_ms": {k: round(v, 2) for k, v in timings.items()},
     }
-    result.body = body
-    return result
+    return SegmentResult(body=body, segmentation=segmentation, pngs=pngs)
