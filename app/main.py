@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None, **common)
     app.state.settings = settings
     app.state.store = ModelStore(settings)
-    app.state.inference_limiter = anyio.CapacityLimiter(settings.inference_concurrency)
+    app.state.workers = anyio.CapacityLimiter(settings.workers)
     app.state.admission = Admission(settings.max_queue)
     install_error_handlers(app)
     if settings.cors_origins:

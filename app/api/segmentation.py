@@ -50,7 +50,7 @@ async def segment_in_worker(
             return await run_guarded(
                 lambda g: work(guard=g),
                 guard,
-                request.app.state.inference_limiter,
+                request.app.state.workers,
                 request.is_disconnected,
             )
     except Overloaded as error:

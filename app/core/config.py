@@ -24,8 +24,21 @@ class Settings(BaseSettings):
     providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime choose")
     inter_op_threads: int = Field(0, ge=0)
-    inference_concurrency: int = Field(1, ge=1, description="images run at once")
-    batch_size: int = Field(4, ge=1, description="tiles per network call")
+    workers: int = Field(
+        4,
+        ge=1,
+        description="requests decoded, post-processed and encoded at once, beside the network "
+        "stage (a request waiting for the network holds its worker)",
+    )
+    max_batch: int = Field(
+        4, ge=1, description="tiles per network call, mixed from concurrent requests"
+    )
+    batch_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="how long a short batch waits for more tiles before it runs",
+    )
     tile_overlap: int = Field(64, ge=0)
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
     max_pixels: int = Field(

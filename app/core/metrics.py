@@ -70,3 +70,21 @@ DISCONNECTED = Counter(
     "/segment requests dropped before inference because their client had disconnected",
     registry=registry,
 )
+NETWORK_PENDING_TILES = Gauge(
+    "bloodseg_inference_pending_tiles",
+    "Tiles waiting for the network stage (as Triton's nv_inference_pending_request_count)",
+    registry=registry,
+)
+NETWORK_QUEUE_DURATION = Histogram(
+    "bloodseg_inference_queue_duration_seconds",
+    "Time a request's tiles waited before their first network batch (as Triton's "
+    "nv_inference_queue_duration_us)",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=registry,
+)
+BATCH_TILES = Histogram(
+    "bloodseg_inference_batch_tiles",
+    "Tiles per network call (batches mix concurrent requests' tiles)",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+    registry=registry,
+)

@@ -12,6 +12,7 @@ import numpy as np
 
 from app.core.config import Settings
 from app.core.metrics import MODEL_CPU_FALLBACK, MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_READY
+from app.core.network_stage import NetworkStage
 from app.inference.metadata import (
     METADATA_FILE,
     MODEL_FILE,
@@ -39,6 +40,7 @@ class LoadedModel:
     metadata: ModelMetadata
     segmenter: OnnxSegmenter
     fallback: str | None = None
+    network: NetworkStage | None = None  # the service's batching stage over the segmenter
 
 
 def runner_options(settings: Settings) -> RunnerOptions:
@@ -48,7 +50,7 @@ def runner_options(settings: Settings) -> RunnerOptions:
         intra_op_threads=settings.intra_op_threads,
         inter_op_threads=settings.inter_op_threads,
         tile_overlap=settings.tile_overlap,
-        batch_size=settings.batch_size,
+        batch_size=settings.max_batch,
     )
 
 
@@ -130,6 +132,12 @@ class ModelStore:
             except ModelLoadError as error:
                 self._rejected = directory
                 return self._failed(str(error))
+            stage = NetworkStage(
+                loaded.segmenter.run_batch,
+                self.settings.max_batch,
+                self.settings.batch_delay_ms / 1000,
+            )
+            loaded = replace(loaded, network=stage)
             previous, self.current, self.last_error = self.current, loaded, None
         meta = loaded.metadata
         MODEL_INFO.clear()

@@ -85,7 +85,11 @@ def segment_upload(
     decoded = time.perf_counter()
     if check is not None:
         check()
-    segmentation = segment_image(image, model.segmenter, factor, check=check)
+    run = None
+    if model.network is not None:
+        stage = model.network
+        run = lambda batch: stage.run(batch, guard)  # noqa: E731
+    segmentation = segment_image(image, model.segmenter, factor, check=check, run=run)
     encode_start = time.perf_counter()
     pngs: dict[str, bytes] = {}
     if "mask" in include:

@@ -35,10 +35,18 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         return np.repeat(gray[..., None], 3, axis=-1)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
+    if image.mode in {"RGBA", "LA", "PA"} and _opaque(image):
+        return np.asarray(image.convert("RGB"))
     if image.mode in {"RGBA", "LA", "PA"}:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
     return np.asarray(image.convert("RGB"))
+
+
+def _opaque(image: Image.Image) -> bool:
+    """Whether every pixel's alpha is 255 (many RGBA smears are), so no compositing is needed."""
+    alpha = image.getchannel("A")
+    return alpha.getextrema() == (255, 255)
 
 
 def _reason(error: Exception) -> str:

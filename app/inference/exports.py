@@ -27,10 +27,10 @@ CELL_COLUMNS = (
 )
 
 
-def cell_outlines(labels: np.ndarray) -> dict[int, list[tuple[float, float]]]:
-    """Each instance's outer contour as closed (x, y) points in continuous image coordinates
-    (pixel (r, c) covers x in [c, c+1], y in [r, r+1], as QuPath and ImageJ count)."""
-    outlines: dict[int, list[tuple[float, float]]] = {}
+def cell_outlines(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Each instance's outer contour as a closed (N, 2) array of (x, y) points in continuous image
+    coordinates (pixel (r, c) covers x in [c, c+1], y in [r, r+1], as QuPath and ImageJ count)."""
+    outlines: dict[int, np.ndarray] = {}
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
@@ -39,10 +39,10 @@ def cell_outlines(labels: np.ndarray) -> dict[int, list[tuple[float, float]]]:
         if not contours:
             continue
         longest = max(contours, key=len)
-        top, left = box[0].start - 1, box[1].start - 1
-        points = [(float(c + left + 0.5), float(r + top + 0.5)) for r, c in longest]
-        if points[0] != points[-1]:
-            points.append(points[0])
+        offset = (box[1].start - 0.5, box[0].start - 0.5)  # the pad, and pixel centres
+        points = longest[:, ::-1] + offset
+        if not np.array_equal(points[0], points[-1]):
+            points = np.vstack([points, points[:1]])
         outlines[index] = points
     return outlines
 
@@ -64,16 +64,14 @@ def cell_row(cell: Cell) -> dict[str, object]:
     }
 
 
-def geojson(
-    cells: list[Cell], outlines: dict[int, list[tuple[float, float]]], metadata: ModelMetadata
-) -> dict:
+def geojson(cells: list[Cell], outlines: dict[int, np.ndarray], metadata: ModelMetadata) -> dict:
     """A FeatureCollection as QuPath imports it: one detection polygon per cell, classified by
     its label, with its measurements."""
     colors = {c.name: list(c.color) for c in metadata.classes}
     features = []
     for cell in cells:
         points = outlines.get(cell.id)
-        if not points or len(points) < 4:
+        if points is None or len(points) < 4:
             continue
         row = cell_row(cell)
         features.append(
@@ -82,7 +80,7 @@ def geojson(
                 "id": f"cell-{cell.id}",
                 "geometry": {
                     "type": "Polygon",
-                    "coordinates": [[[round(x, 2), round(y, 2)] for x, y in points]],
+                    "coordinates": [points.round(2).tolist()],
                 },
                 "properties": {
                     "objectType": "detection",

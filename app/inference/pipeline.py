@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.inference.metadata import ModelMetadata
 from app.inference.postprocess import (
     Cell,
     Instances,
@@ -45,17 +46,44 @@ def scale_for(
     return 1.0 if scale is None else scale
 
 
+def predict_probs(
+    image: np.ndarray,
+    segmenter: OnnxSegmenter,
+    scale: float = 1.0,
+    check: Callable[[], None] | None = None,
+    run: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
+    """The network's probabilities for an RGB uint8 image, at the model's scale (the image
+    resampled by `scale`). `run` runs one batch of tiles (default: the segmenter's session)."""
+    return segmenter.predict(network_input(image, segmenter, scale), check, run)
+
+
+def network_input(image: np.ndarray, segmenter: OnnxSegmenter, scale: float) -> np.ndarray:
+    """The image resampled to the model's scale and normalised as the model was trained."""
+    return normalize_image(rescale_image(image, scale), segmenter.metadata.input.normalization)
+
+
+def cells_from_probs(
+    probs: np.ndarray, metadata: ModelMetadata, height: int, width: int
+) -> tuple[Instances, list[Cell]]:
+    """Cell instances and their measurements from probabilities, at the image's own size."""
+    instances = resize_instances(find_instances(probs, metadata), height, width)
+    return instances, describe_cells(instances, metadata)
+
+
 def segment_image(
     image: np.ndarray,
     segmenter: OnnxSegmenter,
     scale: float = 1.0,
     with_class_map: bool = False,
     check: Callable[[], None] | None = None,
+    run: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Segmentation:
     """Segment an RGB uint8 image; `scale` resamples it to the model's training scale first.
 
     `with_class_map` also returns the network's own class map (for scoring pixels), which the
-    service does not need. `check` is called between steps and raises to stop the work.
+    service does not need. `check` is called between steps and raises to stop the work; `run`
+    runs the network on one batch of tiles (the service's network stage).
     """
     check = check or (lambda: None)
     metadata = segmenter.metadata
@@ -63,17 +91,16 @@ def segment_image(
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    normalized = normalize_image(rescale_image(image, scale), metadata.input.normalization)
+    normalized = network_input(image, segmenter, scale)
     timings["preprocess"] = (time.perf_counter() - start) * 1000
 
     start = time.perf_counter()
-    probs = segmenter.predict(normalized, check)
+    probs = segmenter.predict(normalized, check, run)
     timings["inference"] = (time.perf_counter() - start) * 1000
 
     check()
     start = time.perf_counter()
-    instances = resize_instances(find_instances(probs, metadata), height, width)
-    cells = describe_cells(instances, metadata)
+    instances, cells = cells_from_probs(probs, metadata, height, width)
     semantic = resize_nearest(class_map(probs, metadata), height, width) if with_class_map else None
     timings["postprocess"] = (time.perf_counter() - start) * 1000
     return Segmentation(

@@ -96,17 +96,26 @@ class OnnxSegmenter:
         return self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
 
     def predict(
-        self, normalized: np.ndarray, check: Callable[[], None] | None = None
+        self,
+        normalized: np.ndarray,
+        check: Callable[[], None] | None = None,
+        run: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> np.ndarray:
         """Probabilities (H, W, C) of a normalised (H, W, 3) image, merged from tiles.
 
-        `check` is called before each batch of tiles; it raises to stop the work early.
+        `check` is called before each batch of tiles; it raises to stop the work early. `run`
+        runs one batch (default: this session, directly; the service passes its network stage).
         """
+        run = run or self.run_batch
         height, width = normalized.shape[:2]
         tile = self.tile_size
         overlap = self.overlap
         padded = pad_to_tile(normalized, tile, self.metadata.input.size_multiple)
         windows = tile_windows(padded.shape[0], padded.shape[1], tile, overlap)
+        if len(windows) == 1:  # one tile: nothing to blend
+            if check is not None:
+                check()
+            return run(padded[None])[0, :height, :width]
         weights = blend_weights(tile, overlap)[..., None]
         channels = len(self.metadata.output.channels)
         merged = np.zeros((*padded.shape[:2], channels), dtype=np.float32)
@@ -116,7 +125,7 @@ class OnnxSegmenter:
                 check()
             chunk = windows[start : start + self.options.batch_size]
             batch = np.stack([padded[w.top : w.top + tile, w.left : w.left + tile] for w in chunk])
-            for window, probs in zip(chunk, self.run_batch(batch), strict=True):
+            for window, probs in zip(chunk, run(batch), strict=True):
                 rows = slice(window.top, window.top + tile)
                 cols = slice(window.left, window.left + tile)
                 merged[rows, cols] += probs * weights

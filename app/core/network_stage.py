@@ -1,0 +1,159 @@
+"""The network as a stage of its own: one thread runs the model, on batches that mix the tiles
+of concurrent requests (Triton's dynamic batching: `max_batch_size`,
+`max_queue_delay_microseconds`). Requests decode, post-process and encode in their own threads
+meanwhile, so those stages overlap the network instead of queueing behind it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.core.metrics import BATCH_TILES, NETWORK_PENDING_TILES, NETWORK_QUEUE_DURATION
+from app.core.work import WorkAborted, WorkGuard
+
+logger = logging.getLogger(__name__)
+
+IDLE_EXIT_S = 30.0  # a stage with no work for this long ends its thread; the next job restarts it
+
+
+@dataclass
+class _Job:
+    """One request's tiles, the part of them already taken into batches, and its result."""
+
+    tiles: np.ndarray
+    guard: WorkGuard | None
+    enqueued: float = field(default_factory=time.monotonic)
+    taken: int = 0
+    done: int = 0
+    outputs: np.ndarray | None = None
+    future: Future = field(default_factory=Future)
+
+    def aborted(self) -> WorkAborted | None:
+        """Why this job's request no longer wants it (deadline, cancel, client gone), if so."""
+        if self.guard is None:
+            return None
+        try:
+            self.guard.check()
+        except WorkAborted as reason:
+            return reason
+        return None
+
+
+class NetworkStage:
+    """Runs `run_batch` on batches of at most `max_batch` tiles from all waiting requests.
+
+    A batch waits at most `delay_s` for more tiles once the first has arrived. Jobs whose
+    request has been abandoned (deadline, cancellation, disconnect) are dropped before they
+    reach the network.
+    """
+
+    def __init__(
+        self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch: int, delay_s: float
+    ) -> None:
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.delay_s = delay_s
+        self._jobs: deque[_Job] = deque()
+        self._pending = 0  # tiles queued, not yet taken into a batch
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def run(self, tiles: np.ndarray, guard: WorkGuard | None = None) -> np.ndarray:
+        """The network's outputs for a (N, H, W, C) stack of tiles, batched with other requests'.
+
+        Blocks until they are done; raises the guard's reason if the request is abandoned.
+        """
+        job = _Job(tiles=tiles, guard=guard)
+        with self._wake:
+            self._jobs.append(job)
+            self._pending += len(tiles)
+            NETWORK_PENDING_TILES.inc(len(tiles))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="bloodseg-network", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+        while True:
+            timeout = None if guard is None else max(guard.remaining(), 0.0) + 0.05
+            try:
+                return job.future.result(timeout=timeout)
+            except FutureTimeout:
+                guard.check()  # past the deadline: raises; the loop drops the job
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                if not self._wake.wait_for(lambda: self._jobs, timeout=IDLE_EXIT_S):
+                    self._thread = None
+                    return
+                self._wait_for_more()
+                taken = self._take_batch()
+            if taken:
+                self._run(taken)
+
+    def _wait_for_more(self) -> None:
+        """Hold the batch open up to delay_s while it is short of max_batch (lock held)."""
+        closes = time.monotonic() + self.delay_s
+        while self._pending < self.max_batch:
+            left = closes - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(left)
+
+    def _take_batch(self) -> list[tuple[_Job, int, int]]:
+        """Up to max_batch tiles from the head of the queue, as (job, start, stop) (lock held)."""
+        taken: list[tuple[_Job, int, int]] = []
+        room = self.max_batch
+        while self._jobs and room:
+            job = self._jobs[0]
+            reason = job.aborted()
+            if reason is not None:  # never reaches the network
+                self._jobs.popleft()
+                self._forget(len(job.tiles) - job.taken)
+                job.future.set_exception(reason)
+                continue
+            if job.taken == 0:
+                NETWORK_QUEUE_DURATION.observe(time.monotonic() - job.enqueued)
+            count = min(room, len(job.tiles) - job.taken)
+            taken.append((job, job.taken, job.taken + count))
+            job.taken += count
+            room -= count
+            self._forget(count)
+            if job.taken == len(job.tiles):
+                self._jobs.popleft()
+        return taken
+
+    def _forget(self, tiles: int) -> None:
+        self._pending -= tiles
+        NETWORK_PENDING_TILES.dec(tiles)
+
+    def _run(self, taken: list[tuple[_Job, int, int]]) -> None:
+        parts = [job.tiles[start:stop] for job, start, stop in taken]
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        BATCH_TILES.observe(len(batch))
+        try:
+            outputs = self.run_batch(batch)
+        except Exception as error:  # the requests in this batch fail; the stage goes on
+            logger.exception("network batch of %d tiles failed", len(batch))
+            for job, _, _ in taken:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        offset = 0
+        for job, start, stop in taken:
+            if job.outputs is None:
+                job.outputs = np.empty((len(job.tiles), *outputs.shape[1:]), outputs.dtype)
+            job.outputs[start:stop] = outputs[offset : offset + stop - start]
+            offset += stop - start
+            job.done += stop - start
+            if job.done == len(job.tiles) and not job.future.done():
+                job.future.set_result(job.outputs)
