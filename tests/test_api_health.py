@@ -23,10 +23,22 @@ def test_metrics_counters_move(client):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
+    def sample(name: str) -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     before = segment_ok_count()
+    batches = sample("bloodseg_inference_batch_tiles_count")
+    queued = sample("bloodseg_inference_queue_duration_seconds_count")
     data = fixture_image()
     client.post("/segment", files={"image": ("a.png", data, "image/png")})
     assert segment_ok_count() == before + 1
+    # the request's one tile went through the network stage: one batch, one queue wait
+    assert sample("bloodseg_inference_batch_tiles_count") == batches + 1
+    assert sample("bloodseg_inference_queue_duration_seconds_count") == queued + 1
+    assert sample("bloodseg_inference_pending_tiles") == 0
     text = client.get("/metrics").text
     for name in (
         'bloodseg_stage_duration_seconds_bucket{le="0.001",stage="inference"}',

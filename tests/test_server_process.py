@@ -232,7 +232,8 @@ def test_a_request_whose_client_left_is_dropped_before_inference():
         + boundary
         + b"--\r\n"
     )
-    with running_server() as base:
+    # one worker: the second request waits for it, and its client leaves meanwhile
+    with running_server({"BLOODSEG_WORKERS": "1"}) as base:
         first = threading.Thread(
             target=lambda: httpx.post(f"{base}/segment", files={"image": ("a", data)}, timeout=120)
         )

@@ -17,6 +17,7 @@ import anyio
 T = TypeVar("T")
 FINISH_POLL_S = 0.02
 FINISH_WAIT_S = 10.0
+DISCONNECT_POLL_S = 0.1
 
 
 class WorkAborted(Exception):
@@ -42,18 +43,24 @@ class WorkGuard:
         self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s
         self._cancelled = threading.Event()
+        self._reason: WorkAborted | None = None
         self.finished = threading.Event()
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
     def cancel(self) -> None:
+        self.abandon(WorkCancelled("the request was cancelled"))
+
+    def abandon(self, reason: WorkAborted) -> None:
+        """Stop the work at its next check, raising `reason` there."""
+        self._reason = reason
         self._cancelled.set()
 
     def check(self) -> None:
         """Raise if the work should stop now."""
         if self._cancelled.is_set():
-            raise WorkCancelled("the request was cancelled")
+            raise self._reason or WorkCancelled("the request was cancelled")
         if time.monotonic() > self.deadline:
             raise DeadlineExceeded(f"the request took longer than {self.timeout_s:g} s")
 
@@ -67,7 +74,9 @@ async def run_guarded(
     """Run `func(guard)` in a worker thread once `limiter` has room, within the guard's deadline.
 
     Waiting for room counts against the deadline, and a request whose client has gone by the
-    time it gets room is dropped (`disconnected`). If this task is cancelled meanwhile, the
+    time it gets room is dropped (`disconnected`); while the work runs, the client is polled,
+    and its leaving stops the work at its next check (tiles still queued for the network are
+    dropped there). If this task is cancelled meanwhile, the
     work is told to stop, and the slot is held until its thread has really finished, so the
     limiter keeps bounding the threads that run.
     """
@@ -87,8 +96,33 @@ async def run_guarded(
         finally:
             guard.finished.set()
 
+    async def watch_client(done: anyio.Event) -> None:
+        while not done.is_set():
+            with anyio.move_on_after(DISCONNECT_POLL_S):
+                await done.wait()
+            if not done.is_set() and await disconnected():
+                guard.abandon(ClientGone("the client disconnected while its request ran"))
+                return
+
+    async def work_and_watch() -> T:
+        if disconnected is None:
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        done = anyio.Event()
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watch_client, done)
+            try:
+                result = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            except Exception as error:  # raised outside the group, not as an ExceptionGroup
+                failure = error
+            finally:
+                done.set()
+        if failure is not None:
+            raise failure
+        return result
+
     try:
-        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        return await work_and_watch()
     except anyio.get_cancelled_exc_class():
         guard.cancel()
         with anyio.CancelScope(shield=True), anyio.move_on_after(FINISH_WAIT_S):

@@ -18,17 +18,24 @@ def overlay_image(
     image: np.ndarray, instances: Instances, cells: list[Cell], metadata: ModelMetadata
 ) -> np.ndarray:
     """The RGB image with each cell tinted by its class colour, outlined, and its centre marked."""
-    colors = np.array([c.color for c in sorted(metadata.classes, key=lambda c: c.id)], np.float32)
-    class_of = np.zeros(int(instances.labels.max()) + 1, dtype=np.int64)
+    colors = np.zeros((len(metadata.classes), 3), dtype=np.uint16)
+    for info in metadata.classes:
+        colors[info.id] = info.color
+    class_of = np.zeros(int(instances.labels.max()) + 1, dtype=np.intp)
     for instance_id, class_id in instances.classes.items():
         class_of[instance_id] = class_id
     pixel_class = class_of[instances.labels]
-    out = image.astype(np.float32)
-    inside = instances.labels > 0
-    out[inside] = (1 - TINT_ALPHA) * out[inside] + TINT_ALPHA * colors[pixel_class[inside]]
+    # integer blend in 1/256ths: weight 0 outside cells, TINT_ALPHA inside
+    weights = np.full(len(colors), round(TINT_ALPHA * 256), dtype=np.uint16)
+    weights[0] = 0
+    weight = weights[pixel_class][..., None]
+    out = image.astype(np.uint16) * (256 - weight)
+    out += colors[pixel_class] * weight
+    out += 128
+    out >>= 8
     edges = inner_boundaries(instances.labels)
     out[edges] = colors[pixel_class[edges]]
-    picture = Image.fromarray(out.round().astype(np.uint8))
+    picture = Image.fromarray(out.astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     radius = max(2, round(min(image.shape[:2]) / 200))
     for cell in cells:

@@ -1,0 +1,326 @@
+"""The service under load, measured side by side in one run against the network alone.
+
+    python scripts/benchmark_service.py                     # everything, about 4 minutes
+    python scripts/benchmark_service.py --out docs/benchmark/service.json --seed-keras
+
+Starts the real service (`python -m app.serve`, CPU) on 127.0.0.1 and prints:
+- the network's own time per image: ONNX Runtime on the image's tiles, nothing else;
+- each stage's server-side time (decode, preprocess, inference, postprocess, encode);
+- end-to-end p50/p99 over HTTP for 256x256 and 640x480, with the default pictures and with
+  `include=` (counts and cells only), each request alternated with a network-only run, and
+  the ratio of their medians;
+- throughput with 1, 8 and 32 clients, against the network-only bound (images/s that the
+  network alone sustains, back to back);
+- 32 clients against a server with BLOODSEG_MAX_QUEUE=4: 503s with Retry-After, other errors,
+  /healthz latency meanwhile, served p50/p99;
+- with --seed-keras, the seed architecture (64 filters, depth 3) in Keras, alternated with
+  the shipped network, for the speed-up (needs the [train] extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.core.config import Settings  # noqa: E402
+from app.inference.decode import decode_image  # noqa: E402
+from app.inference.metadata import read_metadata, resolve_model_dir  # noqa: E402
+from app.inference.pipeline import network_input  # noqa: E402
+from app.inference.preprocess import pad_to_tile, tile_windows  # noqa: E402
+from app.inference.runner import OnnxSegmenter, RunnerOptions  # noqa: E402
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+FIXTURES = ROOT / "tests" / "data"
+IMAGES = {
+    "256x256": ("blood-cell-detection/images/image-100.png", "image/png"),
+    "640x480": ("bccd/JPEGImages/BloodImage_00000.jpg", "image/jpeg"),
+}
+PICTURES = "mask,instances,overlay"
+# ONNX Runtime's threads spin for a moment after a run: let ours go quiet before timing the
+# server, so that they do not take its CPU
+SETTLE_S = 0.05
+
+
+def image_bytes(relative: str) -> bytes:
+    """The benchmark image from the datasets, or the same image among the test fixtures."""
+    for base in (DATASETS, FIXTURES):
+        if (base / relative).is_file():
+            return (base / relative).read_bytes()
+    raise SystemExit(f"{relative} not found under {DATASETS} or {FIXTURES}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class Server:
+    """`python -m app.serve` on a free port, CPU only, with extra BLOODSEG_* settings."""
+
+    def __init__(self, port: int, **settings: str) -> None:
+        env = {
+            **os.environ,
+            "BLOODSEG_PROVIDERS": '["CPUExecutionProvider"]',
+            "BLOODSEG_PORT": str(port),
+            "BLOODSEG_HOST": "127.0.0.1",
+            "BLOODSEG_LOG_LEVEL": "WARNING",
+            "BLOODSEG_WATCH_INTERVAL_S": "0",
+            **{f"BLOODSEG_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        ended = time.monotonic() + 120
+        while time.monotonic() < ended:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit("the service did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def post(client: httpx.Client, url: str, data: bytes, kind: str, include: str) -> httpx.Response:
+    return client.post(
+        f"{url}/segment", params={"include": include}, files={"image": ("image", data, kind)}
+    )
+
+
+def network_timer(segmenter: OnnxSegmenter, data: bytes):
+    """A function timing the network alone on this image's tiles, as the service batches them."""
+    normalized = network_input(decode_image(data), segmenter, 1.0)
+    tile = segmenter.tile_size
+    padded = pad_to_tile(normalized, tile, segmenter.metadata.input.size_multiple)
+    windows = tile_windows(*padded.shape[:2], tile, segmenter.overlap)
+    tiles = np.stack([padded[w.top : w.top + tile, w.left : w.left + tile] for w in windows])
+    size = segmenter.options.batch_size
+
+    def run() -> float:
+        started = time.perf_counter()
+        for start in range(0, len(tiles), size):
+            segmenter.run_batch(tiles[start : start + size])
+        return (time.perf_counter() - started) * 1000
+
+    return run, len(tiles)
+
+
+def latency(server: Server, segmenter: OnnxSegmenter, repeats: int) -> dict:
+    """p50/p99 over HTTP per image and include, each request alternated with a network run."""
+    results = {}
+    with httpx.Client(timeout=120) as client:
+        for size, (relative, kind) in IMAGES.items():
+            data = image_bytes(relative)
+            run_network, tiles = network_timer(segmenter, data)
+            for label, include in (("pictures", PICTURES), ("include=", "")):
+                post(client, server.url, data, kind, include)  # warm
+                network, http, stages = [], [], {}
+                for _ in range(repeats):
+                    network.append(run_network())
+                    time.sleep(SETTLE_S)
+                    started = time.perf_counter()
+                    response = post(client, server.url, data, kind, include)
+                    http.append((time.perf_counter() - started) * 1000)
+                    response.raise_for_status()
+                    for stage, ms in response.json()["timings_ms"].items():
+                        stages.setdefault(stage, []).append(ms)
+                net_p50 = statistics.median(network)
+                results[f"{size} {label}"] = {
+                    "tiles": tiles,
+                    "network_ms_p50": round(net_p50, 1),
+                    "http_ms_p50": round(statistics.median(http), 1),
+                    "http_ms_p99": round(percentile(http, 99), 1),
+                    "ratio_p50_to_network": round(statistics.median(http) / net_p50, 3),
+                    "server_stages_ms_p50": {
+                        k: round(statistics.median(v), 1) for k, v in stages.items()
+                    },
+                }
+    return results
+
+
+def load(url: str, data: bytes, kind: str, clients: int, seconds: float) -> dict:
+    """`clients` threads posting back to back for `seconds`: statuses, latencies, errors."""
+    statuses: list[int] = []
+    served: list[float] = []
+    retry_after: list[str | None] = []
+    errors: list[str] = []
+    health: list[float] = []
+    lock = threading.Lock()
+    ended = time.monotonic() + seconds
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=120) as client:
+            while time.monotonic() < ended:
+                started = time.perf_counter()
+                try:
+                    response = post(client, url, data, kind, PICTURES)
+                except httpx.HTTPError as error:
+                    with lock:
+                        errors.append(type(error).__name__)
+                    continue
+                took = (time.perf_counter() - started) * 1000
+                with lock:
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        served.append(took)
+                    elif response.status_code == 503:
+                        retry_after.append(response.headers.get("retry-after"))
+                        time.sleep(0.05)  # a client that backs off a little, not a tight loop
+
+    def health_loop() -> None:
+        with httpx.Client(timeout=30) as client:
+            while time.monotonic() < ended:
+                started = time.perf_counter()
+                client.get(f"{url}/healthz")
+                health.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.1)
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    threads.append(threading.Thread(target=health_loop))
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "served": len(served),
+        "images_per_s": round(len(served) / elapsed, 2),
+        "served_p50_ms": round(percentile(served, 50), 1),
+        "served_p99_ms": round(percentile(served, 99), 1),
+        "status_503": statuses.count(503),
+        "status_503_with_retry_after": sum(1 for r in retry_after if r),
+        "other_5xx": sum(1 for s in statuses if s >= 500 and s != 503),
+        "other_non_200": sum(1 for s in statuses if s != 200 and s < 500),
+        "connection_errors": len(errors),
+        "healthz_max_ms": round(max(health), 1) if health else None,
+    }
+
+
+def network_bound(segmenter: OnnxSegmenter, data: bytes, seconds: float) -> float:
+    """Images per second that the network alone sustains on this image, back to back."""
+    run, _ = network_timer(segmenter, data)
+    count, ended = 0, time.monotonic() + seconds
+    started = time.monotonic()
+    while time.monotonic() < ended:
+        run()
+        count += 1
+    return count / (time.monotonic() - started)
+
+
+def seed_keras(segmenter: OnnxSegmenter, repeats: int) -> dict:
+    """The seed architecture in Keras, alternated with the shipped ONNX network (256x256)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from training.model import build_unet
+
+    seed = build_unet(64, 3, num_classes=3, centre_head=False)
+    batch = np.random.default_rng(0).standard_normal((1, 256, 256, 3)).astype(np.float32)
+    seed.predict_on_batch(batch)
+    segmenter.run_batch(batch)
+    keras_ms, onnx_ms = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        seed.predict_on_batch(batch)
+        keras_ms.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        segmenter.run_batch(batch)
+        onnx_ms.append((time.perf_counter() - started) * 1000)
+    keras_p50, onnx_p50 = statistics.median(keras_ms), statistics.median(onnx_ms)
+    return {
+        "seed_keras_ms_p50": round(keras_p50, 1),
+        "shipped_onnx_ms_p50": round(onnx_p50, 1),
+        "speedup": round(keras_p50 / onnx_p50, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30, help="requests per latency figure")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per throughput figure")
+    parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--seed-keras", action="store_true", help="time the seed in Keras too")
+    parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
+    parser.add_argument(
+        "--parts",
+        default="latency,throughput,overload",
+        help="comma list of latency, throughput, overload (and --seed-keras)",
+    )
+    parser.add_argument("--clients", default="1,8,32", help="client counts for throughput")
+    args = parser.parse_args()
+
+    settings = Settings()
+    directory = resolve_model_dir(settings.model_dir)
+    metadata = read_metadata(directory / "model.json")
+    options = RunnerOptions(providers=("CPUExecutionProvider",), batch_size=settings.max_batch)
+    segmenter = OnnxSegmenter(directory, metadata, options)
+    figures: dict = {
+        "model": f"{metadata.name} {metadata.version}",
+        "cpu": f"{os.cpu_count()} cores",
+        "settings": {"workers": settings.workers, "max_batch": settings.max_batch,
+                     "batch_delay_ms": settings.batch_delay_ms},
+    }  # fmt: skip
+    small, small_kind = image_bytes(IMAGES["256x256"][0]), IMAGES["256x256"][1]
+
+    parts = set(args.parts.split(","))
+    if parts & {"latency", "throughput"}:
+        server = Server(args.port)
+        try:
+            if "latency" in parts:
+                figures["latency"] = latency(server, segmenter, args.repeats)
+            if "throughput" in parts:
+                bound = network_bound(segmenter, small, args.seconds / 2)
+                figures["network_bound_images_per_s"] = round(bound, 2)
+                figures["throughput"] = []
+                for clients in map(int, args.clients.split(",")):
+                    result = load(server.url, small, small_kind, clients, args.seconds)
+                    result["vs_network_bound"] = round(result["images_per_s"] / bound, 3)
+                    figures["throughput"].append(result)
+        finally:
+            server.stop()
+
+    if "overload" in parts:
+        server = Server(args.port, max_queue="4")
+        try:
+            figures["overload_32_clients_max_queue_4"] = load(
+                server.url, small, small_kind, 32, args.seconds
+            )
+        finally:
+            server.stop()
+
+    if args.seed_keras:
+        figures["seed_keras"] = seed_keras(segmenter, max(5, args.repeats // 3))
+
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
