@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import onnxruntime as ort
 
+from training.optimize import simplify_file
+
 logger = logging.getLogger(__name__)
 
 MAX_ABS_DIFF = 1e-4
@@ -60,8 +62,10 @@ def check_parity(
 
 
 def export_verified(model: keras.Model, path: Path, inputs: np.ndarray, num_classes: int) -> Parity:
-    """Export, then check parity on real inputs; delete the file and raise if it fails."""
+    """Export, simplify the graph, then check parity on real inputs; delete the file and raise
+    if it fails."""
     export_onnx(model, path)
+    simplify_file(path, path)
     parity = check_parity(model, path, inputs, num_classes)
     logger.info(
         "ONNX parity on %d images: max |diff| %.2e, argmax agreement %.5f",

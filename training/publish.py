@@ -27,15 +27,18 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def publish(export_dir: Path, models_root: Path, make_current: bool = True) -> Path:
-    """Copy model.onnx + model.json to models_root/<name>/<version>/, then switch CURRENT to it.
+    """Copy model.onnx, its variants and model.json to models_root/<name>/<version>/, then
+    switch CURRENT to it.
 
     The version is written under a hidden name and renamed into place, and its checksum is
     verified against model.json before the pointer moves.
     """
     metadata = read_metadata(export_dir / METADATA_FILE)
-    onnx_bytes = (export_dir / MODEL_FILE).read_bytes()
-    if hashlib.sha256(onnx_bytes).hexdigest() != metadata.onnx_sha256:
-        raise PublishError(f"{export_dir / MODEL_FILE} does not match the sha256 in model.json")
+    files = {MODEL_FILE: metadata.onnx_sha256, **{v.file: v.sha256 for v in metadata.variants}}
+    for name, sha in files.items():
+        path = export_dir / name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+            raise PublishError(f"{path} is missing or does not match the sha256 in model.json")
     model_root = models_root / metadata.name
     final = model_root / metadata.version
     if final.exists():
@@ -43,8 +46,8 @@ def publish(export_dir: Path, models_root: Path, make_current: bool = True) -> P
     model_root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_root, prefix=f".{metadata.version}."))
     try:
-        shutil.copyfile(export_dir / MODEL_FILE, staging / MODEL_FILE)
-        shutil.copyfile(export_dir / METADATA_FILE, staging / METADATA_FILE)
+        for name in [*files, METADATA_FILE]:
+            shutil.copyfile(export_dir / name, staging / name)
         staging.chmod(0o755)
         os.rename(staging, final)
     except BaseException:

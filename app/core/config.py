@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         description="how long a short batch waits for more tiles before it runs",
     )
     tile_overlap: int = Field(64, ge=0)
+    precision: Literal["auto", "float32"] = Field(
+        "auto", description="auto: the model's variant for the provider (float16 on CUDA)"
+    )
+    cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = "HEURISTIC"
+    io_binding: bool = Field(True, description="bind inputs and outputs on CUDA")
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
     max_pixels: int = Field(
         40_000_000, ge=1, description="width x height of the decoded image, checked from the header"

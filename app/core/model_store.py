@@ -51,13 +51,28 @@ def runner_options(settings: Settings) -> RunnerOptions:
         inter_op_threads=settings.inter_op_threads,
         tile_overlap=settings.tile_overlap,
         batch_size=settings.max_batch,
+        precision=settings.precision,
+        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+        io_binding=settings.io_binding,
     )
 
 
 def warm_up(segmenter: OnnxSegmenter) -> tuple[int, ...]:
-    """Run one blank tile; returns the output shape."""
+    """Run blank tiles; returns the shape of one tile's output. On CUDA every batch size up to
+    the largest is run once, so no request pays for cuDNN's algorithm search or allocation."""
     tile = segmenter.tile_size
-    return segmenter.run_batch(np.zeros((1, tile, tile, 3), np.float32)).shape
+    sizes = range(1, segmenter.options.batch_size + 1) if segmenter.device == "cuda" else [1]
+    shapes = [segmenter.run_batch(np.zeros((n, tile, tile, 3), np.float32)).shape for n in sizes]
+    return (1, *shapes[0][1:])
+
+
+def verify_files(directory: Path, metadata: ModelMetadata) -> None:
+    """model.onnx and every variant must match the sha256 that model.json records."""
+    expected = {MODEL_FILE: metadata.onnx_sha256}
+    expected.update({v.file: v.sha256 for v in metadata.variants})
+    for name, sha in expected.items():
+        if hashlib.sha256((directory / name).read_bytes()).hexdigest() != sha:
+            raise ModelLoadError(f"{directory / name}: sha256 does not match model.json")
 
 
 def load_model(directory: Path, options: RunnerOptions) -> LoadedModel:
@@ -69,9 +84,7 @@ def load_model(directory: Path, options: RunnerOptions) -> LoadedModel:
     """
     try:
         metadata = read_metadata(directory / METADATA_FILE)
-        digest = hashlib.sha256((directory / MODEL_FILE).read_bytes()).hexdigest()
-        if digest != metadata.onnx_sha256:
-            raise ModelLoadError(f"{directory / MODEL_FILE}: sha256 does not match model.json")
+        verify_files(directory, metadata)
         segmenter = OnnxSegmenter(directory, metadata, options)
         fallback = None
         try:

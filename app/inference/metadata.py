@@ -65,6 +65,17 @@ class Counting(BaseModel):
     wbc_min_area_px: int = 600
 
 
+class Variant(BaseModel):
+    """Another file of the same model, for some providers (float16 for CUDA, say), with its
+    checksum and how closely it reproduces model.onnx."""
+
+    file: str = Field(pattern=r"^model\.[a-z0-9]+\.onnx$")
+    precision: Literal["float16", "int8"]
+    providers: list[str]
+    sha256: str
+    parity: dict[str, float] = {}
+
+
 class ModelMetadata(BaseModel):
     """Everything a consumer needs to run a published model the way it was trained."""
 
@@ -80,8 +91,13 @@ class ModelMetadata(BaseModel):
     datasets: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
     onnx_sha256: str = ""
+    variants: list[Variant] = []
     created_at: str = ""
     package_version: str = ""
+
+    def variant_for(self, provider: str) -> Variant | None:
+        """The variant meant for this execution provider, if the model ships one."""
+        return next((v for v in self.variants if provider in v.providers), None)
 
     def class_id(self, name: str) -> int:
         """Index of the named class in the class channels."""

@@ -16,7 +16,8 @@ from app.inference.preprocess import blend_weights, pad_to_tile, padded_size, ti
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+CUDA_PROVIDER = "CUDAExecutionProvider"
+DEFAULT_PROVIDERS = (CUDA_PROVIDER, "CPUExecutionProvider")
 
 
 def preload_cuda_libraries() -> None:
@@ -42,38 +43,74 @@ def choose_providers(requested: tuple[str, ...] | list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class RunnerOptions:
-    """How to run the session: providers in order of preference, threads, tiling and batching."""
+    """How to run the session: providers in order of preference, threads, tiling and batching,
+    and the GPU levers: the model's variant for the provider (float16 on CUDA) unless
+    `precision` is "float32", cuDNN's convolution search, and IO binding."""
 
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     tile_overlap: int = 64
     batch_size: int = 4
+    precision: str = "auto"
+    cudnn_conv_algo_search: str = "HEURISTIC"
+    io_binding: bool = True
+
+
+def provider_options(providers: list[str], options: RunnerOptions) -> list[dict[str, str]]:
+    """Per-provider options: CUDA gets the cuDNN search mode (tiles have one fixed shape, so an
+    exhaustive search would run once per batch size, at warm-up)."""
+    return [
+        {"cudnn_conv_algo_search": options.cudnn_conv_algo_search} if p == CUDA_PROVIDER else {}
+        for p in providers
+    ]
 
 
 class OnnxSegmenter:
     """Runs a published model on normalised images of any size."""
 
     def __init__(self, model_dir: Path, metadata: ModelMetadata, options: RunnerOptions) -> None:
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = options.intra_op_threads
-        session_options.inter_op_num_threads = options.inter_op_threads
         self.metadata = metadata
         self.options = options
-        self.session = ort.InferenceSession(
-            str(model_dir / MODEL_FILE),
-            sess_options=session_options,
-            providers=choose_providers(options.providers),
-        )
+        providers = choose_providers(options.providers)
+        self.model_file = self._file_for(providers[0])
+        self.session = self._open(model_dir / self.model_file, providers)
         self.provider = self.session.get_providers()[0]
+        if self.model_file != self._file_for(self.provider):  # the provider fell back
+            self.model_file = self._file_for(self.provider)
+            self.session = self._open(model_dir / self.model_file, [self.provider])
         self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.device = "cuda" if self.provider == CUDA_PROVIDER else "cpu"
+        self.io_binding = options.io_binding and self.provider == CUDA_PROVIDER
         if options.providers and self.provider != options.providers[0]:
             logger.warning(
                 "%s was requested but is unavailable here: falling back to %s",
                 options.providers[0],
                 self.provider,
             )
-        logger.info("model %s %s runs on %s", metadata.name, metadata.version, self.provider)
+        logger.info(
+            "model %s %s runs on %s (%s)",
+            metadata.name,
+            metadata.version,
+            self.provider,
+            self.model_file,
+        )
+
+    def _file_for(self, provider: str) -> str:
+        variant = self.metadata.variant_for(provider) if self.options.precision == "auto" else None
+        return variant.file if variant is not None else MODEL_FILE
+
+    def _open(self, path: Path, providers: list[str]) -> ort.InferenceSession:
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = self.options.intra_op_threads
+        session_options.inter_op_num_threads = self.options.inter_op_threads
+        return ort.InferenceSession(
+            str(path),
+            sess_options=session_options,
+            providers=providers,
+            provider_options=provider_options(providers, self.options),
+        )
 
     @property
     def tile_size(self) -> int:
@@ -93,7 +130,19 @@ class OnnxSegmenter:
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Run the network on a NHWC float32 batch of tiles."""
-        return self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.io_binding:
+            return self.run_bound(batch, self.device)
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def run_bound(self, batch: np.ndarray, device: str) -> np.ndarray:
+        """Run with IO binding: the output is allocated on `device` by ONNX Runtime and copied
+        back once, instead of through the default run path's extra copies."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, batch)
+        binding.bind_output(self.output_name, device)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     def predict(
         self,
