@@ -1,0 +1,126 @@
+"""Faster forms of one model: a simplified graph that computes the same, variants (float16
+for CUDA) that are checksummed, published and chosen per provider, and IO binding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from app.core.model_store import ModelLoadError, load_model
+from app.inference.decode import decode_image
+from app.inference.metadata import read_metadata
+from app.inference.preprocess import normalize_image
+from app.inference.runner import OnnxSegmenter, RunnerOptions
+from tests.conftest import fixture_image
+from training.optimize import (
+    FLOAT16_MAX_ABS_DIFF,
+    FLOAT16_MIN_ARGMAX_AGREEMENT,
+    compare_outputs,
+    float16_variant,
+    simplify_file,
+)
+from training.publish import PublishError, publish
+
+CPU = ("CPUExecutionProvider",)
+
+
+def real_input(shipped_model_dir) -> np.ndarray:
+    spec = read_metadata(shipped_model_dir / "model.json").input.normalization
+    return normalize_image(decode_image(fixture_image()), spec)[None]
+
+
+def run(path, batch: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=list(CPU))
+    return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+
+def test_simplified_graph_is_smaller_and_computes_the_same(shipped_model_dir, tmp_path):
+    lean = tmp_path / "lean.onnx"
+    removed = simplify_file(shipped_model_dir / "model.onnx", lean)
+    before = onnx.load(str(shipped_model_dir / "model.onnx")).graph.node
+    after = onnx.load(str(lean)).graph.node
+    assert removed == len(before) - len(after) > 0
+    assert not [n for n in after if n.op_type in {"Pad", "Slice"}]
+    image = real_input(shipped_model_dir)
+    wide = np.concatenate([image, image[:, :, :128]], axis=2)  # 256 x 384: not square
+    for batch in (image, wide, np.concatenate([image, image])):
+        original = run(shipped_model_dir / "model.onnx", batch)
+        np.testing.assert_array_equal(run(lean, batch), original)
+
+
+def model_with_variant(source, target, providers: list[str], sha: str | None = None):
+    """A copy of the shipped version with a float16 variant listed for `providers`."""
+    shutil.copytree(source, target)
+    float16_variant(target / "model.onnx", target / "model.fp16.onnx")
+    digest = hashlib.sha256((target / "model.fp16.onnx").read_bytes()).hexdigest()
+    metadata = json.loads((target / "model.json").read_text())
+    metadata["variants"] = [
+        {
+            "file": "model.fp16.onnx",
+            "precision": "float16",
+            "providers": providers,
+            "sha256": sha or digest,
+        }
+    ]
+    (target / "model.json").write_text(json.dumps(metadata))
+    return target
+
+
+def test_float16_variant_reproduces_float32_within_its_gate(shipped_model_dir, tmp_path):
+    variant = float16_variant(shipped_model_dir / "model.onnx", tmp_path / "model.fp16.onnx")
+    parity = compare_outputs(
+        shipped_model_dir / "model.onnx", variant, [real_input(shipped_model_dir)], 3
+    )
+    assert parity["max_abs_diff"] <= FLOAT16_MAX_ABS_DIFF
+    assert parity["argmax_agreement"] >= FLOAT16_MIN_ARGMAX_AGREEMENT
+    types = {i.data_type for i in onnx.load(str(variant)).graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types
+
+
+def test_the_variant_listed_for_the_provider_is_the_one_loaded(shipped_model_dir, tmp_path):
+    for_cuda = model_with_variant(shipped_model_dir, tmp_path / "cuda", ["CUDAExecutionProvider"])
+    meta = read_metadata(for_cuda / "model.json")
+    assert OnnxSegmenter(for_cuda, meta, RunnerOptions(providers=CPU)).model_file == "model.onnx"
+    for_cpu = model_with_variant(shipped_model_dir, tmp_path / "cpu", list(CPU))
+    meta = read_metadata(for_cpu / "model.json")
+    chosen = OnnxSegmenter(for_cpu, meta, RunnerOptions(providers=CPU))
+    assert chosen.model_file == "model.fp16.onnx"
+    pinned = OnnxSegmenter(for_cpu, meta, RunnerOptions(providers=CPU, precision="float32"))
+    assert pinned.model_file == "model.onnx"
+    image = real_input(shipped_model_dir)
+    assert not np.array_equal(chosen.run_batch(image), pinned.run_batch(image))
+    loaded = load_model(for_cpu, RunnerOptions(providers=CPU))
+    assert loaded.segmenter.model_file == "model.fp16.onnx"
+
+
+def test_a_variant_that_does_not_match_its_checksum_is_refused(shipped_model_dir, tmp_path):
+    broken = model_with_variant(shipped_model_dir, tmp_path / "m", list(CPU), sha="0" * 64)
+    with pytest.raises(ModelLoadError, match=r"model\.fp16\.onnx: sha256"):
+        load_model(broken, RunnerOptions(providers=CPU))
+
+
+def test_publish_carries_the_variants_and_refuses_a_missing_one(shipped_model_dir, tmp_path):
+    export = model_with_variant(shipped_model_dir, tmp_path / "export", ["CUDAExecutionProvider"])
+    metadata = json.loads((export / "model.json").read_text())
+    metadata["version"] = "9.0.0"
+    (export / "model.json").write_text(json.dumps(metadata))
+    final = publish(export, tmp_path / "models")
+    assert (final / "model.fp16.onnx").read_bytes() == (export / "model.fp16.onnx").read_bytes()
+    (export / "model.fp16.onnx").unlink()
+    metadata["version"] = "9.0.1"
+    (export / "model.json").write_text(json.dumps(metadata))
+    with pytest.raises(PublishError, match=r"model\.fp16\.onnx is missing"):
+        publish(export, tmp_path / "models")
+
+
+def test_io_binding_gives_the_plain_run_result(segmenter, shipped_model_dir):
+    batch = np.concatenate([real_input(shipped_model_dir)] * 2)
+    bound = segmenter.run_bound(batch, "cpu")
+    plain = segmenter.session.run(None, {segmenter.input_name: batch})[0]
+    np.testing.assert_array_equal(bound, plain)
