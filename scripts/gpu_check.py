@@ -37,6 +37,7 @@ from app.inference.preprocess import normalize_image, rescale_image  # noqa: E40
 from app.inference.runner import OnnxSegmenter, RunnerOptions  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "data"
+FLOAT16_MAX_ABS_DIFF = 0.02  # training.optimize's gate (that package needs the [train] extra)
 BCCD_RBC_DIAMETER_PX = 104.0  # BCCD's cells are about twice blood-cell-detection's
 
 
@@ -47,11 +48,18 @@ def fixture_images() -> list[tuple[Path, float | None]]:
     return [(p, None) for p in bcd] + [(p, BCCD_RBC_DIAMETER_PX) for p in bccd]
 
 
-def compare_providers(model_dir: Path, provider: str, tolerance: float) -> dict:
-    """Probabilities and counts of `provider` against the CPU on every fixture image."""
+def compare_providers(
+    model_dir: Path, provider: str, tolerance: float, precision: str = "float32"
+) -> dict:
+    """Probabilities and counts of `provider` against the CPU on every fixture image.
+
+    precision "float32" compares model.onnx on both; "auto" runs the provider's own variant
+    (float16 on CUDA, when the model ships one), as the service does.
+    """
     directory = resolve_model_dir(model_dir)
     metadata = read_metadata(directory / "model.json")
-    tested = OnnxSegmenter(directory, metadata, RunnerOptions(providers=(provider,)))
+    options = RunnerOptions(providers=(provider,), precision=precision)
+    tested = OnnxSegmenter(directory, metadata, options)
     cpu = OnnxSegmenter(directory, metadata, RunnerOptions(providers=("CPUExecutionProvider",)))
     worst, mismatched = 0.0, []
     for path, diameter in fixture_images():
@@ -68,6 +76,7 @@ def compare_providers(model_dir: Path, provider: str, tolerance: float) -> dict:
             mismatched.append({"image": path.name, "tested": counts[0], "cpu": counts[1]})
     return {
         "provider": tested.provider,
+        "model_file": tested.model_file,
         "images": len(fixture_images()),
         "max_abs_prob_diff": worst,
         "count_mismatches": mismatched,
@@ -148,6 +157,10 @@ def main() -> int:
 
     summary: dict = {"expect_provider": args.expect_provider}
     summary["parity"] = compare_providers(Path(args.model), args.expect_provider, args.tolerance)
+    # the variant the service runs on this provider (float16 on CUDA), within its own gate
+    summary["variant_parity"] = compare_providers(
+        Path(args.model), args.expect_provider, FLOAT16_MAX_ABS_DIFF, precision="auto"
+    )
     server = serve(args.expect_provider, args.port)
     base = f"http://127.0.0.1:{args.port}"
     try:
@@ -155,6 +168,7 @@ def main() -> int:
         model = httpx.get(f"{base}/model").json()
         summary["served"] = {
             "provider": model["provider"],
+            "model_file": model["model_file"],
             "fallback": model["fallback"],
             "ok": model["provider"] == args.expect_provider and model["fallback"] is None,
         }
@@ -162,7 +176,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    summary["ok"] = summary["parity"]["ok"] and summary["served"]["ok"]
+    summary["ok"] = all(summary[k]["ok"] for k in ("parity", "variant_parity", "served"))
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
 

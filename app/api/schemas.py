@@ -96,6 +96,13 @@ class ModelDescription(BaseModel):
     package_version: str
     provider: str = Field(description="the ONNX Runtime execution provider actually used")
     providers: list[str]
+    model_file: str = Field(
+        description="the file the session runs: model.onnx, or the provider's variant "
+        "(model.fp16.onnx on CUDA)"
+    )
+    variants: list[dict[str, Any]] = Field(
+        [], description="other files of the same model, by precision and provider"
+    )
     fallback: str | None = Field(
         None, description="why the model runs on CPU although an accelerator was asked for"
     )

@@ -51,9 +51,11 @@ def describe(model: LoadedModel, store: ModelStore) -> dict:
         "datasets": [public_dataset(d) for d in meta.datasets],
         "metrics": meta.metrics,
         "onnx_sha256": meta.onnx_sha256,
+        "variants": [v.model_dump(exclude={"sha256"}) for v in meta.variants],
         "created_at": meta.created_at,
         "package_version": meta.package_version,
         "provider": model.segmenter.provider,
+        "model_file": model.segmenter.model_file,
         "providers": session.get_providers(),
         "fallback": model.fallback,
         "onnx_inputs": [
