@@ -4,6 +4,7 @@
     python scripts/benchmark_service.py --out docs/benchmark/service.json --seed-keras
 
 Starts the real service (`python -m app.serve`, CPU) on 127.0.0.1 and prints:
+- the network's ms per tile at batch sizes 1, 2, 4 and 8 (what batching buys here);
 - the network's own time per image: ONNX Runtime on the image's tiles, nothing else;
 - each stage's server-side time (decode, preprocess, inference, postprocess, encode);
 - end-to-end p50/p99 over HTTP for 256x256 and 640x480, with the default pictures and with
@@ -232,6 +233,22 @@ def network_bound(segmenter: OnnxSegmenter, data: bytes, seconds: float) -> floa
     return count / (time.monotonic() - started)
 
 
+def batch_sizes(segmenter: OnnxSegmenter, data: bytes, repeats: int) -> dict[str, float]:
+    """Network ms per tile at batch sizes 1 to 8, alternated: what batching buys on this device
+    (the evidence for BLOODSEG_MAX_BATCH and BLOODSEG_BATCH_DELAY_MS)."""
+    tile = network_input(decode_image(data), segmenter, 1.0)[None].astype(np.float32)
+    batches = {size: np.repeat(tile, size, axis=0) for size in (1, 2, 4, 8)}
+    times: dict[int, list[float]] = {size: [] for size in batches}
+    for batch in batches.values():
+        segmenter.run_batch(batch)
+    for _ in range(repeats):
+        for size, batch in batches.items():
+            started = time.perf_counter()
+            segmenter.run_batch(batch)
+            times[size].append((time.perf_counter() - started) * 1000 / size)
+    return {f"batch_{size}": round(statistics.median(v), 1) for size, v in times.items()}
+
+
 def seed_keras(segmenter: OnnxSegmenter, repeats: int) -> dict:
     """The seed architecture in Keras, alternated with the shipped ONNX network (256x256)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -266,8 +283,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     parser.add_argument(
         "--parts",
-        default="latency,throughput,overload",
-        help="comma list of latency, throughput, overload (and --seed-keras)",
+        default="batching,latency,throughput,overload",
+        help="comma list of batching, latency, throughput, overload (and --seed-keras)",
     )
     parser.add_argument("--clients", default="1,8,32", help="client counts for throughput")
     args = parser.parse_args()
@@ -286,6 +303,8 @@ def main() -> int:
     small, small_kind = image_bytes(IMAGES["256x256"][0]), IMAGES["256x256"][1]
 
     parts = set(args.parts.split(","))
+    if "batching" in parts:
+        figures["network_ms_per_tile"] = batch_sizes(segmenter, small, max(5, args.repeats // 3))
     if parts & {"latency", "throughput"}:
         server = Server(args.port)
         try:
