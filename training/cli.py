@@ -1,4 +1,4 @@
-"""`python -m training {train,evaluate,export,publish}`."""
+"""`python -m training {train,evaluate,export,optimize,publish}`."""
 
 from __future__ import annotations
 
@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     export = sub.add_parser("export", help="re-export a run's best checkpoint to ONNX and score it")
     export.add_argument("--run-dir", default=settings.run_dir)
+    optimize = sub.add_parser(
+        "optimize",
+        help="a new version of a published model: same weights, simplified graph, float16 variant",
+    )
+    optimize.add_argument("--model", required=True, help="version dir or model root with CURRENT")
+    optimize.add_argument("--version", required=True, help="the new version's name")
+    optimize.add_argument("--out", required=True, help="export dir to write (then `publish` it)")
+    optimize.add_argument(
+        "--images",
+        default=str(Path(__file__).resolve().parents[1] / "tests/data/blood-cell-detection/images"),
+        help="real images to check that the graph computes the same",
+    )
     publish = sub.add_parser("publish", help="publish an export into the models directory")
     publish.add_argument("--export-dir", default=str(Path(settings.run_dir) / "export"))
     publish.add_argument("--models-dir", default=settings.models_dir)
@@ -159,6 +171,15 @@ def run_export(args: argparse.Namespace) -> dict:
     return export_and_score(model, config, load_splits(config), run_dir)
 
 
+def run_optimize(args: argparse.Namespace) -> dict:
+    from app.inference.metadata import resolve_model_dir
+    from training.optimize import optimize_published
+
+    images = sorted(Path(args.images).glob("*.png")) + sorted(Path(args.images).glob("*.jpg"))
+    source = resolve_model_dir(Path(args.model))
+    return optimize_published(source, Path(args.out), args.version, images)
+
+
 def run_publish(args: argparse.Namespace) -> dict:
     from training.publish import publish
 
@@ -178,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": run_train,
         "evaluate": run_evaluate,
         "export": run_export,
+        "optimize": run_optimize,
         "publish": run_publish,
     }
     result = handlers[args.command](args)

@@ -12,18 +12,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from app import __version__
+from app.inference.decode import load_image
+from app.inference.metadata import METADATA_FILE, MODEL_FILE, Variant, read_metadata
+from app.inference.preprocess import normalize_image
+from app.inference.runner import CUDA_PROVIDER
+
 logger = logging.getLogger(__name__)
 
+FLOAT16_FILE = "model.fp16.onnx"
 FLOAT16_MAX_ABS_DIFF = 0.02  # probabilities; float16 keeps about 3 decimal digits
 FLOAT16_MIN_ARGMAX_AGREEMENT = 0.999
+SAME_FUNCTION_MAX_ABS_DIFF = 1e-5
 
 
 def _is_plain_upsampling(node: onnx.NodeProto) -> bool:
@@ -145,3 +156,67 @@ def compare_outputs(
         agree += int(same.sum())
         total += same.size
     return {"max_abs_diff": worst, "argmax_agreement": agree / max(total, 1)}
+
+
+def float16_for_cuda(onnx_path: Path, batches: list[np.ndarray], num_classes: int) -> list[Variant]:
+    """A float16 variant for CUDA beside model.onnx, listed only if it reproduces it within
+    its gate on these input batches (else deleted)."""
+    target = onnx_path.with_name(FLOAT16_FILE)
+    float16_variant(onnx_path, target)
+    parity = compare_outputs(onnx_path, target, batches, num_classes)
+    logger.info("float16 variant: %s", parity)
+    if (
+        parity["max_abs_diff"] > FLOAT16_MAX_ABS_DIFF
+        or parity["argmax_agreement"] < FLOAT16_MIN_ARGMAX_AGREEMENT
+    ):
+        logger.warning("float16 variant dropped: it differs from float32 (%s)", parity)
+        target.unlink()
+        return []
+    return [
+        Variant(
+            file=FLOAT16_FILE,
+            precision="float16",
+            providers=[CUDA_PROVIDER],
+            sha256=hashlib.sha256(target.read_bytes()).hexdigest(),
+            parity={k: round(v, 6) for k, v in parity.items()},
+        )
+    ]
+
+
+class OptimizeError(RuntimeError):
+    """The simplified graph does not compute what the source model computes."""
+
+
+def optimize_published(source: Path, out: Path, version: str, images: list[Path]) -> dict:
+    """A new version of a published model with the same weights: simplified graph (checked to
+    compute the same on real images) and a float16 variant for CUDA. Writes model.onnx, the
+    variant and model.json into `out`, ready for `publish`."""
+    metadata = read_metadata(source / METADATA_FILE)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / MODEL_FILE
+    shutil.copyfile(source / MODEL_FILE, target)
+    removed = simplify_file(target, target)
+    spec = metadata.input.normalization
+    batches = [normalize_image(load_image(p), spec)[None] for p in images]
+    same = compare_outputs(source / MODEL_FILE, target, batches, len(metadata.classes))
+    if same["max_abs_diff"] > SAME_FUNCTION_MAX_ABS_DIFF or same["argmax_agreement"] < 1.0:
+        raise OptimizeError(f"the simplified graph computes something else: {same}")
+    metadata.version = version
+    metadata.onnx_sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
+    metadata.variants = float16_for_cuda(target, batches, len(metadata.classes))
+    metadata.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    metadata.package_version = __version__
+    metadata.training = {
+        **metadata.training,
+        "derived_from": f"{metadata.name} {read_metadata(source / METADATA_FILE).version}: same "
+        "weights, graph simplified",
+    }
+    metadata.metrics = {**metadata.metrics, "parity_with_source": same, "nodes_removed": removed}
+    (out / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
+    return {
+        "export": str(out),
+        "version": version,
+        "nodes_removed": removed,
+        "parity": same,
+        "variants": [v.file for v in metadata.variants],
+    }

@@ -22,9 +22,8 @@ from app.inference.metadata import (
     InputSpec,
     ModelMetadata,
     OutputSpec,
-    Variant,
 )
-from app.inference.runner import CUDA_PROVIDER, OnnxSegmenter, RunnerOptions
+from app.inference.runner import OnnxSegmenter, RunnerOptions
 from training.augment import AugmentConfig
 from training.config import TrainConfig
 from training.data import (
@@ -39,12 +38,7 @@ from training.evaluate import evaluate_images
 from training.export import export_verified
 from training.losses import CellLoss
 from training.model import build_unet, count_flops
-from training.optimize import (
-    FLOAT16_MAX_ABS_DIFF,
-    FLOAT16_MIN_ARGMAX_AGREEMENT,
-    compare_outputs,
-    float16_variant,
-)
+from training.optimize import float16_for_cuda
 from training.report import plot_history, plot_samples
 from training.tune import tune_counting
 
@@ -237,36 +231,6 @@ def validation_inputs(splits: Splits, limit: int = 8) -> np.ndarray:
     return batches[0][0]
 
 
-FLOAT16_FILE = "model.fp16.onnx"
-
-
-def float16_for_cuda(onnx_path: Path, inputs: np.ndarray, metadata: ModelMetadata) -> list[Variant]:
-    """A float16 variant for CUDA beside model.onnx, if it reproduces it closely enough."""
-    target = onnx_path.with_name(FLOAT16_FILE)
-    float16_variant(onnx_path, target)
-    parity = compare_outputs(
-        onnx_path, target, (inputs[i : i + 1] for i in range(len(inputs))), len(metadata.classes)
-    )
-    logger.info("float16 variant: %s", parity)
-    if (
-        parity["max_abs_diff"] > FLOAT16_MAX_ABS_DIFF
-        or parity["argmax_agreement"] < FLOAT16_MIN_ARGMAX_AGREEMENT
-    ):
-        logger.warning("float16 variant dropped: it differs from float32 (%s)", parity)
-        target.unlink()
-        return []
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    return [
-        Variant(
-            file=FLOAT16_FILE,
-            precision="float16",
-            providers=[CUDA_PROVIDER],
-            sha256=digest,
-            parity={k: round(v, 6) for k, v in parity.items()},
-        )
-    ]
-
-
 def export_and_score(
     model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path
 ) -> dict:
@@ -274,10 +238,12 @@ def export_and_score(
     export_dir = run_dir / EXPORT_DIR
     onnx_path = export_dir / MODEL_FILE
     metadata = build_metadata(config, splits.rbc_diameter_px)
-    parity = export_verified(model, onnx_path, validation_inputs(splits), len(metadata.classes))
+    inputs = validation_inputs(splits)
+    parity = export_verified(model, onnx_path, inputs, len(metadata.classes))
     metadata.onnx_sha256 = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     metadata.datasets = splits.datasets
-    metadata.variants = float16_for_cuda(onnx_path, validation_inputs(splits), metadata)
+    batches = [inputs[i : i + 1] for i in range(len(inputs))]
+    metadata.variants = float16_for_cuda(onnx_path, batches, len(metadata.classes))
     segmenter = OnnxSegmenter(
         export_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
     )
