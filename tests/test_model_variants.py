@@ -124,3 +124,23 @@ def test_io_binding_gives_the_plain_run_result(segmenter, shipped_model_dir):
     bound = segmenter.run_bound(batch, "cpu")
     plain = segmenter.session.run(None, {segmenter.input_name: batch})[0]
     np.testing.assert_array_equal(bound, plain)
+
+
+def test_optimize_makes_a_publishable_version_with_the_same_function(
+    shipped_model_dir, tmp_path, capsys
+):
+    from training.cli import main
+
+    out = tmp_path / "export"
+    assert main(["optimize", "--model", str(shipped_model_dir), "--version", "9.1.0",
+                 "--out", str(out)]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["nodes_removed"] > 0 and result["parity"]["max_abs_diff"] <= 1e-5
+    assert result["variants"] == ["model.fp16.onnx"]
+    final = publish(out, tmp_path / "models")
+    loaded = load_model(final, RunnerOptions(providers=CPU))
+    assert loaded.metadata.version == "9.1.0" and loaded.segmenter.model_file == "model.onnx"
+    assert loaded.metadata.variant_for("CUDAExecutionProvider").file == "model.fp16.onnx"
+    image = real_input(shipped_model_dir)
+    source = run(shipped_model_dir / "model.onnx", image)
+    np.testing.assert_allclose(loaded.segmenter.run_batch(image), source, atol=1e-5)
