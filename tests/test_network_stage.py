@@ -166,3 +166,21 @@ def test_work_is_stopped_when_its_client_leaves_while_it_runs():
     started = time.monotonic()
     anyio.run(main)
     assert time.monotonic() - started < 2 and len(checks) < 200
+
+
+def test_instances_run_batches_side_by_side(segmenter):
+    first, second = GatedRun(segmenter.run_batch), GatedRun(segmenter.run_batch)
+    first.gate.clear()
+    second.gate.clear()
+    stage = NetworkStage(first, max_batch=1, delay_s=0.0, more_instances=[second])
+    tiles = tiles_of(segmenter, "image-2.png")
+    threads = [threading.Thread(target=stage.run, args=(tiles,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    # both instances hold a batch at once: neither waits for the other
+    assert first.entered.wait(30) and second.entered.wait(30)
+    first.gate.set()
+    second.gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert first.sizes == [1] and second.sizes == [1]

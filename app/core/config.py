@@ -24,11 +24,23 @@ class Settings(BaseSettings):
     providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime choose")
     inter_op_threads: int = Field(0, ge=0)
+    intra_op_spinning: bool = Field(
+        True,
+        description="ONNX Runtime's threads spin between operators: lowest latency for one "
+        "request, but the spinning takes CPU that concurrent requests' other stages need",
+    )
     workers: int = Field(
         4,
         ge=1,
         description="requests decoded, post-processed and encoded at once, beside the network "
         "stage (a request waiting for the network holds its worker)",
+    )
+    network_instances: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="sessions running batches at once, each in its own thread (Triton's "
+        "instance_group count); give each BLOODSEG_INTRA_OP_THREADS = cores / instances",
     )
     max_batch: int = Field(
         4, ge=1, description="tiles per network call, mixed from concurrent requests"

@@ -51,6 +51,7 @@ def runner_options(settings: Settings) -> RunnerOptions:
         inter_op_threads=settings.inter_op_threads,
         tile_overlap=settings.tile_overlap,
         batch_size=settings.max_batch,
+        spinning=settings.intra_op_spinning,
         precision=settings.precision,
         cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
         io_binding=settings.io_binding,
@@ -149,6 +150,7 @@ class ModelStore:
                 loaded.segmenter.run_batch,
                 self.settings.max_batch,
                 self.settings.batch_delay_ms / 1000,
+                [s.run_batch for s in self._more_instances(loaded)],
             )
             loaded = replace(loaded, network=stage)
             previous, self.current, self.last_error = self.current, loaded, None
@@ -167,6 +169,14 @@ class ModelStore:
             loaded.segmenter.provider,
         )
         return True
+
+    def _more_instances(self, loaded: LoadedModel) -> list[OnnxSegmenter]:
+        """Sessions beyond the first for BLOODSEG_NETWORK_INSTANCES, on the loaded provider."""
+        options = replace(runner_options(self.settings), providers=(loaded.segmenter.provider,))
+        return [
+            OnnxSegmenter(loaded.directory, loaded.metadata, options)
+            for _ in range(self.settings.network_instances - 1)
+        ]
 
     def _failed(self, message: str) -> bool:
         MODEL_LOAD_FAILURES.inc()

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -56,15 +56,20 @@ class NetworkStage:
     """
 
     def __init__(
-        self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch: int, delay_s: float
+        self,
+        run_batch: Callable[[np.ndarray], np.ndarray],
+        max_batch: int,
+        delay_s: float,
+        more_instances: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
     ) -> None:
-        self.run_batch = run_batch
+        # one thread per model instance (Triton's instance_group count), all on one queue
+        self.instances = [run_batch, *more_instances]
         self.max_batch = max_batch
         self.delay_s = delay_s
         self._jobs: deque[_Job] = deque()
         self._pending = 0  # tiles queued, not yet taken into a batch
         self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._threads: dict[int, threading.Thread] = {}
 
     def run(self, tiles: np.ndarray, guard: WorkGuard | None = None) -> np.ndarray:
         """The network's outputs for a (N, H, W, C) stack of tiles, batched with other requests'.
@@ -76,11 +81,15 @@ class NetworkStage:
             self._jobs.append(job)
             self._pending += len(tiles)
             NETWORK_PENDING_TILES.inc(len(tiles))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="bloodseg-network", daemon=True
-                )
-                self._thread.start()
+            for index, run_batch in enumerate(self.instances):
+                if index not in self._threads:
+                    self._threads[index] = threading.Thread(
+                        target=self._loop,
+                        args=(index, run_batch),
+                        name=f"bloodseg-network-{index}",
+                        daemon=True,
+                    )
+                    self._threads[index].start()
             self._wake.notify()
         while True:
             timeout = None if guard is None else max(guard.remaining(), 0.0) + 0.05
@@ -89,16 +98,16 @@ class NetworkStage:
             except FutureTimeout:
                 guard.check()  # past the deadline: raises; the loop drops the job
 
-    def _loop(self) -> None:
+    def _loop(self, index: int, run_batch: Callable[[np.ndarray], np.ndarray]) -> None:
         while True:
             with self._wake:
                 if not self._wake.wait_for(lambda: self._jobs, timeout=IDLE_EXIT_S):
-                    self._thread = None
+                    del self._threads[index]
                     return
                 self._wait_for_more()
                 taken = self._take_batch()
             if taken:
-                self._run(taken)
+                self._run(taken, run_batch)
 
     def _wait_for_more(self) -> None:
         """Hold the batch open up to delay_s while it is short of max_batch (lock held)."""
@@ -136,12 +145,14 @@ class NetworkStage:
         self._pending -= tiles
         NETWORK_PENDING_TILES.dec(tiles)
 
-    def _run(self, taken: list[tuple[_Job, int, int]]) -> None:
+    def _run(
+        self, taken: list[tuple[_Job, int, int]], run_batch: Callable[[np.ndarray], np.ndarray]
+    ) -> None:
         parts = [job.tiles[start:stop] for job, start, stop in taken]
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
         BATCH_TILES.observe(len(batch))
         try:
-            outputs = self.run_batch(batch)
+            outputs = run_batch(batch)
         except Exception as error:  # the requests in this batch fail; the stage goes on
             logger.exception("network batch of %d tiles failed", len(batch))
             for job, _, _ in taken:

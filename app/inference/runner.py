@@ -52,6 +52,7 @@ class RunnerOptions:
     inter_op_threads: int = 0
     tile_overlap: int = 64
     batch_size: int = 4
+    spinning: bool = True
     precision: str = "auto"
     cudnn_conv_algo_search: str = "HEURISTIC"
     io_binding: bool = True
@@ -105,6 +106,8 @@ class OnnxSegmenter:
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = self.options.intra_op_threads
         session_options.inter_op_num_threads = self.options.inter_op_threads
+        if not self.options.spinning:
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(
             str(path),
             sess_options=session_options,
