@@ -73,6 +73,7 @@ class OnnxSegmenter:
     def __init__(self, model_dir: Path, metadata: ModelMetadata, options: RunnerOptions) -> None:
         self.metadata = metadata
         self.options = options
+        self.model_dir = model_dir
         providers = choose_providers(options.providers)
         self.model_file = self._file_for(providers[0])
         self.session = self._open(model_dir / self.model_file, providers)
