@@ -140,6 +140,7 @@ def latency(server: Server, segmenter: OnnxSegmenter, repeats: int) -> dict:
                 post(client, server.url, data, kind, include)  # warm
                 network, http, stages = [], [], {}
                 for _ in range(repeats):
+                    time.sleep(SETTLE_S)  # the server's threads, too, spin after its request
                     network.append(run_network())
                     time.sleep(SETTLE_S)
                     started = time.perf_counter()
