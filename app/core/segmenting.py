@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -85,10 +86,8 @@ def segment_upload(
     decoded = time.perf_counter()
     if check is not None:
         check()
-    run = None
-    if model.network is not None:
-        stage = model.network
-        run = lambda batch: stage.run(batch, guard)  # noqa: E731
+    # the service's network stage batches these tiles with other requests'
+    run = partial(model.network.run, guard=guard) if model.network is not None else None
     segmentation = segment_image(image, model.segmenter, factor, check=check, run=run)
     encode_start = time.perf_counter()
     pngs: dict[str, bytes] = {}

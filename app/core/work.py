@@ -74,11 +74,11 @@ async def run_guarded(
     """Run `func(guard)` in a worker thread once `limiter` has room, within the guard's deadline.
 
     Waiting for room counts against the deadline, and a request whose client has gone by the
-    time it gets room is dropped (`disconnected`); while the work runs, the client is polled,
-    and its leaving stops the work at its next check (tiles still queued for the network are
-    dropped there). If this task is cancelled meanwhile, the
-    work is told to stop, and the slot is held until its thread has really finished, so the
-    limiter keeps bounding the threads that run.
+    time it gets room is dropped (`disconnected`). While the work runs, the client is polled
+    every DISCONNECT_POLL_S; if it has left, the work stops at its next check, and its tiles
+    still queued for the network are dropped. If this task is cancelled meanwhile, the work is
+    told to stop, and the slot is held until its thread has really finished, so the limiter
+    keeps bounding the threads that run.
     """
     with anyio.move_on_after(guard.remaining()) as waiting:
         await limiter.acquire()
