@@ -1,4 +1,4 @@
-"""Both dataset layouts, on the real files and on malformed copies."""
+"""The three dataset layouts, on the real files and on malformed copies."""
 
 import csv
 import logging
@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import BCCD, BCD, FIXTURE_BCCD, FIXTURE_BCD
+from tests.conftest import BCCD, BCD, DATASETS, FIXTURE_BCCD, FIXTURE_BCD, FIXTURES
 from training.data import DataError, load_dataset, median_rbc_diameter, split_dataset
 
 
@@ -117,5 +117,58 @@ def test_malformed_voc_xml_is_named(tmp_path, caplog):
 
 
 def test_unknown_layout_is_an_error(tmp_path):
-    with pytest.raises(DataError, match="neither"):
+    with pytest.raises(DataError, match=r"none of .*annotations\.csv.*Annotations/.*data\.yaml"):
         load_dataset(tmp_path)
+
+
+FIXTURE_TXL = FIXTURES / "txl-pbc"
+
+
+def test_yolo_layout_reads_normalised_boxes_and_its_folder_split():
+    images = load_dataset(FIXTURE_TXL)
+    assert len(images) == 4
+    by_name = {i.path.stem: i for i in images}
+    bccd = by_name["e980dd0e-c7cb-5990-ac8a-e3384c2b2d71"]  # a 640x480 BCCD image
+    assert (bccd.width, bccd.height) == (640, 480)
+    labels = [b.label for b in bccd.boxes]
+    assert labels.count("wbc") == 1 and labels.count("rbc") == 9  # its 2 platelets: no class
+    label_file = FIXTURE_TXL / "labels" / "train" / f"{bccd.path.stem}.txt"
+    _, cx, cy, w, h = (float(v) for v in label_file.read_text().splitlines()[0].split())
+    box = bccd.boxes[0]
+    assert box.x_min == pytest.approx((cx - w / 2) * 640) and box.y_max == pytest.approx(
+        (cy + h / 2) * 480
+    )
+    train = split_dataset(FIXTURE_TXL, images, "train", 0.2, 7)
+    val = split_dataset(FIXTURE_TXL, images, "val", 0.2, 7)
+    assert {i.path.parent.name for i in train} == {"train"} and len(train) == 2
+    assert {i.path.parent.name for i in val} == {"val"} and len(val) == 2
+
+
+def test_malformed_yolo_lines_are_named_and_skipped(tmp_path, caplog):
+    root = tmp_path / "yolo"
+    shutil.copytree(FIXTURE_TXL, root)
+    label = next((root / "labels" / "val").glob("*.txt"))
+    kept = len(label.read_text().splitlines())
+    label.write_text(label.read_text() + "7 0.5 0.5 0.1 0.1\n1 0.5 x 0.1 0.1\n1 0.5\n")
+    unlabelled = next((root / "labels" / "train").glob("*.txt"))
+    unlabelled.unlink()  # YOLO's background image: no label file, no cells
+    with caplog.at_level(logging.WARNING):
+        images = {i.path.stem: i for i in load_dataset(root)}
+    assert f"{label.name} line {kept + 1}: not 'class cx cy w h'" in caplog.text
+    assert f"{label.name} line {kept + 2}: non-numeric box" in caplog.text
+    assert f"{label.name} line {kept + 3}: not 'class cx cy w h'" in caplog.text
+    assert images[unlabelled.stem].boxes == ()
+    with pytest.raises(DataError, match=f"{label.name} line {kept + 1}"):
+        load_dataset(root, strict=True)
+
+
+@pytest.mark.datasets
+def test_the_full_yolo_dataset_has_complete_bccd_labels():
+    root = DATASETS / "txl-pbc"
+    images = load_dataset(root)
+    assert len(images) == 1249
+    assert len(split_dataset(root, images, "val", 0.2, 7)) == 275
+    bccd = [i for i in images if (i.width, i.height) == (640, 480)]
+    rbc_per_image = sum(b.label == "rbc" for i in bccd for b in i.boxes) / len(bccd)
+    assert 20 < rbc_per_image < 26  # against about 11 in BCCD's own boxes
+    assert 95 < median_rbc_diameter(bccd) < 115

@@ -24,7 +24,7 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
         "--data",
         nargs="+",
         default=settings.data,
-        help="dataset dirs with complete RBC and WBC boxes (either layout)",
+        help="dataset dirs with complete RBC and WBC boxes (Kaggle CSV, VOC or YOLO layout)",
     )
     parser.add_argument(
         "--partial-rbc-data",
@@ -71,7 +71,9 @@ def _evaluate_parser(sub) -> None:
     parser.add_argument(
         "--model", required=True, help="version dir, model root with CURRENT, or run export dir"
     )
-    parser.add_argument("--data", required=True, help="dataset dir (either layout)")
+    parser.add_argument(
+        "--data", required=True, help="dataset dir (Kaggle CSV, VOC or YOLO layout)"
+    )
     parser.add_argument(
         "--split",
         choices=["all", "train", "val"],

@@ -1,4 +1,4 @@
-"""Read box-annotated datasets in either layout: Kaggle CSV or Pascal VOC."""
+"""Read box-annotated datasets in any of three layouts: Kaggle CSV, Pascal VOC or YOLO."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 CLASS_NAMES = ("rbc", "wbc")
 IGNORED_LABELS = frozenset({"platelets"})
 BORDER_TOLERANCE_PX = 2.0
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 class DataError(ValueError):
@@ -77,7 +78,11 @@ def _image_size(path: Path) -> tuple[int, int] | None:
 
 
 def _checked_box(
-    coords: list[str], label: str, size: tuple[int, int], where: str, problems: _Problems
+    coords: list[str] | list[float],
+    label: str,
+    size: tuple[int, int],
+    where: str,
+    problems: _Problems,
 ) -> Box | None:
     """Validate one box: numeric, known label, positive size, inside the image (clipped if near)."""
     name = label.strip().lower()
@@ -165,22 +170,81 @@ def load_pascal_voc(root: Path, problems: _Problems) -> list[AnnotatedImage]:
     return images
 
 
+def yolo_class_names(data_yaml: Path) -> list[str]:
+    """Class names by index from a YOLO data.yaml (`names` as a list or an index mapping)."""
+    import yaml  # imported here: only the YOLO layout needs it
+
+    names = (yaml.safe_load(data_yaml.read_text()) or {}).get("names")
+    if isinstance(names, dict):
+        return [str(names[key]) for key in sorted(names)]
+    if isinstance(names, list):
+        return [str(name) for name in names]
+    raise DataError(f"{data_yaml}: no class names")
+
+
+def load_yolo(root: Path, problems: _Problems) -> list[AnnotatedImage]:
+    """Layout `data.yaml` + `images/<split>/` + `labels/<split>/*.txt`, one box per line as
+    `class cx cy w h`, normalised to the image size. An image without a label file has no
+    cells (YOLO's convention for background images)."""
+    names = yolo_class_names(root / "data.yaml")
+    images = []
+    for image_path in sorted(p for p in (root / "images").rglob("*") if p.is_file()):
+        if image_path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        size = _image_size(image_path)
+        if size is None:
+            problems.report(str(image_path), "missing or unreadable image")
+            continue
+        relative = image_path.relative_to(root / "images").with_suffix(".txt")
+        label_path = root / "labels" / relative
+        lines = label_path.read_text().splitlines() if label_path.is_file() else []
+        found = []
+        for number, line in enumerate(lines, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            where = f"{label_path} line {number}"
+            if len(parts) != 5 or not parts[0].isdigit() or int(parts[0]) >= len(names):
+                problems.report(where, f"not 'class cx cy w h' with a known class: {line!r}")
+                continue
+            try:
+                cx, cy, w, h = (float(value) for value in parts[1:])
+            except ValueError:
+                problems.report(where, f"non-numeric box {parts[1:]}")
+                continue
+            width, height = size
+            corners = [(cx - w / 2) * width, (cy - h / 2) * height]
+            corners += [(cx + w / 2) * width, (cy + h / 2) * height]
+            box = _checked_box(corners, names[int(parts[0])], size, where, problems)
+            if box is not None:
+                found.append(box)
+        images.append(AnnotatedImage(image_path, *size, tuple(found)))
+    return images
+
+
+LOADERS = {"kaggle": load_kaggle_csv, "voc": load_pascal_voc, "yolo": load_yolo}
+
+
 def detect_layout(root: Path) -> str:
-    """'kaggle' or 'voc', from the files present."""
+    """'kaggle', 'voc' or 'yolo', from the files present."""
+    if (root / "data.yaml").is_file() and (root / "images").is_dir():
+        return "yolo"
     if (root / "annotations.csv").is_file() and (root / "images").is_dir():
         return "kaggle"
     if (root / "Annotations").is_dir() and (root / "JPEGImages").is_dir():
         return "voc"
-    raise DataError(f"{root}: neither images/ + annotations.csv nor JPEGImages/ + Annotations/")
+    raise DataError(
+        f"{root}: none of images/ + annotations.csv, JPEGImages/ + Annotations/, "
+        "data.yaml + images/ + labels/"
+    )
 
 
 def load_dataset(
     root: Path, strict: bool = False, rbc_complete: bool = True
 ) -> list[AnnotatedImage]:
-    """Load every annotated image of a dataset directory of either layout."""
+    """Load every annotated image of a dataset directory of any layout."""
     problems = _Problems(strict)
-    loader = load_kaggle_csv if detect_layout(root) == "kaggle" else load_pascal_voc
-    images = loader(root, problems)
+    images = LOADERS[detect_layout(root)](root, problems)
     if problems.count:
         logger.warning(
             "%s: %d problem(s) skipped; use --strict to stop on them", root, problems.count
@@ -193,11 +257,15 @@ def load_dataset(
 
 
 def published_split(root: Path, split: str) -> set[str] | None:
-    """Image stems of a VOC `ImageSets/Main/<split>.txt`, if the dataset publishes one."""
+    """Image stems of a published split, if the dataset has one: VOC's
+    `ImageSets/Main/<split>.txt`, or YOLO's `images/<split>/` folder."""
     path = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not path.is_file():
-        return None
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    if path.is_file():
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    folder = root / "images" / split
+    if (root / "data.yaml").is_file() and folder.is_dir():
+        return {p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    return None
 
 
 def split_dataset(
