@@ -21,13 +21,19 @@ IMAGE = fixture_image()
 
 
 def version_copy(source, target, version, onnx_bytes=None, sha=None):
-    """An export dir: the shipped model under another version (optionally other ONNX bytes)."""
+    """An export dir: the shipped model (with its variants) under another version, or other
+    ONNX bytes under its model.json."""
     target.mkdir(parents=True)
     data = onnx_bytes if onnx_bytes is not None else (source / "model.onnx").read_bytes()
     (target / "model.onnx").write_bytes(data)
     metadata = json.loads((source / "model.json").read_text())
     metadata["version"] = version
     metadata["onnx_sha256"] = sha or hashlib.sha256(data).hexdigest()
+    if onnx_bytes is None:  # the same model: its variants come along
+        for variant in metadata.get("variants", []):
+            (target / variant["file"]).write_bytes((source / variant["file"]).read_bytes())
+    else:  # another network: the shipped model's variants are not its own
+        metadata["variants"] = []
     (target / "model.json").write_text(json.dumps(metadata))
     return target
 
