@@ -37,6 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpu_check import percentile, wait_ready  # noqa: E402  (a sibling script)
+
 from app.core.config import Settings  # noqa: E402
 from app.inference.decode import decode_image  # noqa: E402
 from app.inference.metadata import read_metadata, resolve_model_dir  # noqa: E402
@@ -64,10 +66,6 @@ def image_bytes(relative: str) -> bytes:
     raise SystemExit(f"{relative} not found under {DATASETS} or {FIXTURES}")
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 class Server:
     """`python -m app.serve` on a free port, CPU only, with extra BLOODSEG_* settings."""
 
@@ -89,16 +87,11 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        ended = time.monotonic() + 120
-        while time.monotonic() < ended:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit("the service did not become ready")
+        try:
+            wait_ready(self.process, self.url)
+        except RuntimeError as error:
+            self.stop()
+            raise SystemExit(f"the service did not become ready: {error}") from error
 
     def stop(self) -> None:
         self.process.terminate()
@@ -213,8 +206,8 @@ def load(url: str, data: bytes, kind: str, clients: int, seconds: float) -> dict
         "seconds": round(elapsed, 1),
         "served": len(served),
         "images_per_s": round(len(served) / elapsed, 2),
-        "served_p50_ms": round(percentile(served, 50), 1),
-        "served_p99_ms": round(percentile(served, 99), 1),
+        "served_p50_ms": round(percentile(served, 50) if served else float("nan"), 1),
+        "served_p99_ms": round(percentile(served, 99) if served else float("nan"), 1),
         "status_503": statuses.count(503),
         "status_503_with_retry_after": sum(1 for r in retry_after if r),
         "other_5xx": sum(1 for s in statuses if s >= 500 and s != 503),
