@@ -31,6 +31,7 @@ FIXTURE_BCCD = FIXTURES / "bccd"
 DATASETS = Path(os.environ.get("BLOODSEG_TEST_DATASETS", ROOT.parent / "shared" / "datasets"))
 BCD = DATASETS / "blood-cell-detection"
 BCCD = DATASETS / "bccd"
+TXL_PBC = DATASETS / "txl-pbc"
 SHIPPED_MODEL = Path(os.environ.get("BLOODSEG_TEST_MODEL", ROOT / "models" / "bloodseg"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -39,7 +40,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip (or, under CI=true, fail) tests marked `datasets` when the datasets are absent."""
     if item.get_closest_marker("datasets") is None:
         return
-    missing = [str(d) for d in (BCD, BCCD) if not d.is_dir()]
+    missing = [str(d) for d in (BCD, BCCD, TXL_PBC) if not d.is_dir()]
     if not missing:
         return
     reason = f"needs the full datasets, not found: {', '.join(missing)} (BLOODSEG_TEST_DATASETS)"

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import BCCD, BCD, DATASETS, FIXTURE_BCCD, FIXTURE_BCD, FIXTURES
+from tests.conftest import BCCD, BCD, FIXTURE_BCCD, FIXTURE_BCD, FIXTURES, TXL_PBC
 from training.data import DataError, load_dataset, median_rbc_diameter, split_dataset
 
 
@@ -164,7 +164,7 @@ def test_malformed_yolo_lines_are_named_and_skipped(tmp_path, caplog):
 
 @pytest.mark.datasets
 def test_the_full_yolo_dataset_has_complete_bccd_labels():
-    root = DATASETS / "txl-pbc"
+    root = TXL_PBC
     images = load_dataset(root)
     assert len(images) == 1249
     assert len(split_dataset(root, images, "val", 0.2, 7)) == 275
