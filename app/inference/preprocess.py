@@ -83,6 +83,8 @@ def pad_to_tile(array: np.ndarray, tile: int, multiple: int) -> np.ndarray:
     """Zero-pad (the normalised mean) bottom/right to >= `tile` and a multiple of `multiple`."""
     height, width = array.shape[:2]
     target_h, target_w = padded_size(height, width, tile, multiple)
+    if (target_h, target_w) == (height, width):
+        return array  # already a whole number of tiles: no copy
     pad = ((0, target_h - height), (0, target_w - width)) + ((0, 0),) * (array.ndim - 2)
     return np.pad(array, pad)
 
