@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.inference.postprocess import Cell
 from training.data import load_dataset, median_rbc_diameter, split_dataset
-from training.evaluate import boxes_array
-from training.metrics import CLASSES, MATCH_IOU, DetectionTally
+from training.metrics import CLASSES, DetectionTally, match_cells
 
 
 def main() -> int:
@@ -64,12 +64,9 @@ def main() -> int:
             )
             latencies.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
-            cells = response.json()["cells"]
-            for name in CLASSES:
-                predicted = np.array([c["bbox"] for c in cells if c["label"] == name], float)
-                tallies[name].add(
-                    predicted.reshape(-1, 4), boxes_array(annotated.boxes, name), MATCH_IOU[name]
-                )
+            cells = [Cell(**cell) for cell in response.json()["cells"]]
+            for name, match in match_cells(cells, annotated.boxes).items():
+                tallies[name].add(match)
     result = {
         "url": args.url,
         "data": str(root),

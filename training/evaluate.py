@@ -11,17 +11,11 @@ from app.inference.metadata import ModelMetadata
 from app.inference.pipeline import scale_for, segment_image
 from app.inference.postprocess import Cell
 from app.inference.runner import OnnxSegmenter
-from training.data import AnnotatedImage, Box
-from training.metrics import CLASSES, MATCH_IOU, DetectionTally, PixelTally
+from training.data import AnnotatedImage
+from training.metrics import CLASSES, DetectionTally, PixelTally, match_cells
 from training.targets import complete_cut_box, make_targets
 
 logger = logging.getLogger(__name__)
-
-
-def boxes_array(boxes: list[Box] | tuple[Box, ...], label: str) -> np.ndarray:
-    """(N, 4) array of the boxes of one class."""
-    chosen = [(b.x_min, b.y_min, b.x_max, b.y_max) for b in boxes if b.label == label]
-    return np.array(chosen, dtype=float).reshape(-1, 4)
 
 
 class Scorer:
@@ -32,16 +26,14 @@ class Scorer:
         self.ellipses = PixelTally()
         self.detection = {name: DetectionTally() for name in CLASSES}
 
-    def add(self, annotated: AnnotatedImage, mask: np.ndarray, cells_by_class: dict) -> None:
+    def add(self, annotated: AnnotatedImage, mask: np.ndarray, cells: list[Cell]) -> None:
         height, width = annotated.height, annotated.width
         boxes = list(annotated.boxes)
         self.rectangles.add(mask, make_targets(boxes, height, width, "rectangles").classes)
         completed = [complete_cut_box(b, width, height) for b in boxes]
         self.ellipses.add(mask, make_targets(completed, height, width, "ellipses").classes)
-        for name in CLASSES:
-            self.detection[name].add(
-                cells_by_class[name], boxes_array(boxes, name), MATCH_IOU[name]
-            )
+        for name, match in match_cells(cells, boxes).items():
+            self.detection[name].add(match)
 
     def summary(self) -> dict:
         names = ("background", *CLASSES)
@@ -51,14 +43,6 @@ class Scorer:
         for name in CLASSES:
             result[name] = self.detection[name].summary()
         return result
-
-
-def predicted_boxes(cells: list[Cell]) -> dict[str, np.ndarray]:
-    """Predicted cell boxes by class, as (N, 4) arrays."""
-    return {
-        name: np.array([c.bbox for c in cells if c.label == name], float).reshape(-1, 4)
-        for name in CLASSES
-    }
 
 
 def evaluate_images(
@@ -74,7 +58,7 @@ def evaluate_images(
             load_image(annotated.path), segmenter, scale, with_class_map=True
         )
         inference_ms.append(segmentation.timings_ms["inference"])
-        scorer.add(annotated, segmentation.semantic, predicted_boxes(segmentation.cells))
+        scorer.add(annotated, segmentation.semantic, segmentation.cells)
     result = scorer.summary()
     result["scale"] = round(scale, 4)
     result["mean_inference_ms"] = round(float(np.mean(inference_ms)), 2) if inference_ms else 0.0

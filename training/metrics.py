@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.inference.postprocess import Cell
+from training.data import Box
+
 MATCH_IOU = {"rbc": 0.5, "wbc": 0.3}
 CLASSES = ("rbc", "wbc")
 
@@ -38,6 +41,33 @@ def greedy_match(predicted: np.ndarray, truth: np.ndarray, threshold: float) -> 
     return len(used_p)
 
 
+@dataclass(frozen=True)
+class ClassMatch:
+    """One class of one image: cells found, cells annotated, and how many of them matched."""
+
+    matched: int
+    predicted: int
+    annotated: int
+
+
+def match_cells(
+    cells: Sequence[Cell], boxes: Sequence[Box], classes: Sequence[str] = CLASSES
+) -> dict[str, ClassMatch]:
+    """Match one image's predicted cells to its annotated boxes, class by class: greedy,
+    one-to-one, highest IoU first, at least MATCH_IOU of the class (as StarDist's `matching`,
+    the thresholds live here). The one matching rule of evaluation, tuning and the service
+    evaluator."""
+    result = {}
+    for name in classes:
+        predicted = np.array([c.bbox for c in cells if c.label == name], float).reshape(-1, 4)
+        truth = np.array(
+            [(b.x_min, b.y_min, b.x_max, b.y_max) for b in boxes if b.label == name], float
+        ).reshape(-1, 4)
+        matched = greedy_match(predicted, truth, MATCH_IOU[name])
+        result[name] = ClassMatch(matched, len(predicted), len(truth))
+    return result
+
+
 @dataclass
 class DetectionTally:
     """Running detection and count statistics of one class."""
@@ -47,11 +77,11 @@ class DetectionTally:
     annotated: int = 0
     count_errors: list[int] = field(default_factory=list)
 
-    def add(self, predicted: np.ndarray, truth: np.ndarray, threshold: float) -> None:
-        self.tp += greedy_match(predicted, truth, threshold)
-        self.predicted += len(predicted)
-        self.annotated += len(truth)
-        self.count_errors.append(len(predicted) - len(truth))
+    def add(self, match: ClassMatch) -> None:
+        self.tp += match.matched
+        self.predicted += match.predicted
+        self.annotated += match.annotated
+        self.count_errors.append(match.predicted - match.annotated)
 
     def summary(self) -> dict[str, float]:
         precision = self.tp / self.predicted if self.predicted else 0.0

@@ -11,8 +11,7 @@ from app.inference.postprocess import describe_cells, find_instances, resize_ins
 from app.inference.preprocess import normalize_image, rescale_image
 from app.inference.runner import OnnxSegmenter
 from training.data import AnnotatedImage
-from training.evaluate import boxes_array, predicted_boxes
-from training.metrics import MATCH_IOU, DetectionTally
+from training.metrics import DetectionTally, match_cells
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +49,8 @@ def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale:
             instances = resize_instances(
                 find_instances(probs, candidate), annotated.height, annotated.width
             )
-            rbc = predicted_boxes(describe_cells(instances, candidate))["rbc"]
-            tally.add(rbc, boxes_array(annotated.boxes, "rbc"), MATCH_IOU["rbc"])
+            cells = describe_cells(instances, candidate)
+            tally.add(match_cells(cells, annotated.boxes, classes=("rbc",))["rbc"])
         summary = tally.summary()
         key = (summary["count_mae"], -summary["f1"])
         if best_key is None or key < best_key:
