@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import onnxruntime as ort
 
-from training.optimize import simplify_file
+from training.optimize import output_agreement, simplify_file
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +49,13 @@ def check_parity(
     """Compare ONNX Runtime with Keras on a batch of normalised inputs (one image at a time)."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    worst, agree, total = 0.0, 0, 0
-    for index in range(len(inputs)):
-        batch = inputs[index : index + 1].astype(np.float32)
-        expected = np.asarray(model(batch, training=False))
-        actual = session.run(None, {name: batch})[0]
-        worst = max(worst, float(np.abs(expected - actual).max()))
-        same = expected[..., :num_classes].argmax(-1) == actual[..., :num_classes].argmax(-1)
-        agree += int(same.sum())
-        total += same.size
-    return Parity(max_abs_diff=worst, argmax_agreement=agree / total, images=len(inputs))
+    batches = (inputs[i : i + 1].astype(np.float32) for i in range(len(inputs)))
+    pairs = (
+        (np.asarray(model(batch, training=False)), session.run(None, {name: batch})[0])
+        for batch in batches
+    )
+    agreement = output_agreement(pairs, num_classes)
+    return Parity(**agreement, images=len(inputs))
 
 
 def export_verified(model: keras.Model, path: Path, inputs: np.ndarray, num_classes: int) -> Parity:

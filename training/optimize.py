@@ -139,23 +139,33 @@ def int8_variant(source: Path, target: Path, calibration: Iterable[np.ndarray]) 
     return target
 
 
-def compare_outputs(
-    reference: Path, candidate: Path, inputs: Iterable[np.ndarray], num_classes: int
+def output_agreement(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int
 ) -> dict[str, float]:
-    """Largest absolute output difference and class argmax agreement of two models (CPU)."""
-    sessions = [
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        for path in (reference, candidate)
-    ]
-    name = sessions[0].get_inputs()[0].name
+    """Largest absolute difference and class argmax agreement over (expected, actual) outputs."""
     worst, agree, total = 0.0, 0, 0
-    for batch in inputs:
-        expected, actual = (s.run(None, {name: batch.astype(np.float32)})[0] for s in sessions)
+    for expected, actual in pairs:
         worst = max(worst, float(np.abs(expected - actual).max()))
         same = expected[..., :num_classes].argmax(-1) == actual[..., :num_classes].argmax(-1)
         agree += int(same.sum())
         total += same.size
     return {"max_abs_diff": worst, "argmax_agreement": agree / max(total, 1)}
+
+
+def compare_outputs(
+    reference: Path, candidate: Path, inputs: Iterable[np.ndarray], num_classes: int
+) -> dict[str, float]:
+    """output_agreement of two ONNX models on the same input batches (CPU)."""
+    sessions = [
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for path in (reference, candidate)
+    ]
+    name = sessions[0].get_inputs()[0].name
+    pairs = (
+        tuple(s.run(None, {name: batch.astype(np.float32)})[0] for s in sessions)
+        for batch in inputs
+    )
+    return output_agreement(pairs, num_classes)
 
 
 def float16_for_cuda(onnx_path: Path, batches: list[np.ndarray], num_classes: int) -> list[Variant]:
