@@ -43,7 +43,6 @@ from app.core.config import Settings  # noqa: E402
 from app.inference.decode import decode_image  # noqa: E402
 from app.inference.metadata import read_metadata, resolve_model_dir  # noqa: E402
 from app.inference.pipeline import network_input  # noqa: E402
-from app.inference.preprocess import pad_to_tile, tile_windows  # noqa: E402
 from app.inference.runner import OnnxSegmenter, RunnerOptions  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -105,21 +104,23 @@ def post(client: httpx.Client, url: str, data: bytes, kind: str, include: str) -
 
 
 def network_timer(segmenter: OnnxSegmenter, data: bytes):
-    """A function timing the network alone on this image's tiles, as the service batches them."""
-    normalized = network_input(decode_image(data), segmenter, 1.0)
-    tile = segmenter.tile_size
-    padded = pad_to_tile(normalized, tile, segmenter.metadata.input.size_multiple)
-    windows = tile_windows(*padded.shape[:2], tile, segmenter.overlap)
-    tiles = np.stack([padded[w.top : w.top + tile, w.left : w.left + tile] for w in windows])
-    size = segmenter.options.batch_size
+    """A function timing the network alone on this image: the very batches of tiles that the
+    segmenter's predict sends it (recorded from one run), and nothing else."""
+    batches: list[np.ndarray] = []
+
+    def record(batch: np.ndarray) -> np.ndarray:
+        batches.append(batch)
+        return segmenter.run_batch(batch)
+
+    segmenter.predict(network_input(decode_image(data), segmenter, 1.0), run=record)
 
     def run() -> float:
         started = time.perf_counter()
-        for start in range(0, len(tiles), size):
-            segmenter.run_batch(tiles[start : start + size])
+        for batch in batches:
+            segmenter.run_batch(batch)
         return (time.perf_counter() - started) * 1000
 
-    return run, len(tiles)
+    return run, sum(len(batch) for batch in batches)
 
 
 def latency(server: Server, segmenter: OnnxSegmenter, repeats: int) -> dict:

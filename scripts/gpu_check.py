@@ -32,8 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.inference.decode import load_image  # noqa: E402
 from app.inference.metadata import read_metadata, resolve_model_dir  # noqa: E402
-from app.inference.pipeline import scale_for, segment_image  # noqa: E402
-from app.inference.preprocess import normalize_image, rescale_image  # noqa: E402
+from app.inference.pipeline import network_input, scale_for, segment_image  # noqa: E402
 from app.inference.runner import OnnxSegmenter, RunnerOptions  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "data"
@@ -65,7 +64,7 @@ def compare_providers(
     for path, diameter in fixture_images():
         image = load_image(path)
         scale = scale_for(metadata.rbc_diameter_px, diameter, None)
-        normalized = normalize_image(rescale_image(image, scale), metadata.input.normalization)
+        normalized = network_input(image, cpu, scale)
         diff = np.abs(tested.predict(normalized) - cpu.predict(normalized)).max()
         worst = max(worst, float(diff))
         counts = (

@@ -7,8 +7,7 @@ import logging
 
 from app.inference.decode import load_image
 from app.inference.metadata import Counting, ModelMetadata
-from app.inference.postprocess import describe_cells, find_instances, resize_instances
-from app.inference.preprocess import normalize_image, rescale_image
+from app.inference.pipeline import cells_from_probs, predict_probs
 from app.inference.runner import OnnxSegmenter
 from training.data import AnnotatedImage
 from training.metrics import DetectionTally, match_cells
@@ -28,11 +27,10 @@ def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale:
     The network runs once per image; only the post-processing is repeated per candidate.
     """
     metadata: ModelMetadata = segmenter.metadata
-    predictions = []
-    for annotated in images:
-        image = rescale_image(load_image(annotated.path), scale)
-        probs = segmenter.predict(normalize_image(image, metadata.input.normalization))
-        predictions.append((annotated, probs))
+    predictions = [
+        (annotated, predict_probs(load_image(annotated.path), segmenter, scale))
+        for annotated in images
+    ]
     best_key, best = None, metadata.counting
     grid = itertools.product(PEAK_THRESHOLDS, PEAK_DISTANCES, RBC_MIN_AREAS)
     for threshold, distance, min_area in grid:
@@ -46,10 +44,7 @@ def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale:
         candidate = metadata.model_copy(update={"counting": counting})
         tally = DetectionTally()
         for annotated, probs in predictions:
-            instances = resize_instances(
-                find_instances(probs, candidate), annotated.height, annotated.width
-            )
-            cells = describe_cells(instances, candidate)
+            _, cells = cells_from_probs(probs, candidate, annotated.height, annotated.width)
             tally.add(match_cells(cells, annotated.boxes, classes=("rbc",))["rbc"])
         summary = tally.summary()
         key = (summary["count_mae"], -summary["f1"])
