@@ -64,7 +64,7 @@ def warm_up(segmenter: OnnxSegmenter) -> tuple[int, ...]:
     tile = segmenter.tile_size
     sizes = range(1, segmenter.options.batch_size + 1) if segmenter.device == "cuda" else [1]
     shapes = [segmenter.run_batch(np.zeros((n, tile, tile, 3), np.float32)).shape for n in sizes]
-    return (1, *shapes[0][1:])
+    return shapes[0]  # batch size 1
 
 
 def verify_files(directory: Path, metadata: ModelMetadata) -> None:
