@@ -71,7 +71,14 @@ def in_process_segmenter(args: argparse.Namespace) -> tuple[Segment, float]:
 
     def segment(data: bytes, parts: set[str]) -> dict:
         result = segment_upload(
-            data, model, frozenset(parts), limits, args.scale, args.rbc_diameter, embed=False
+            data,
+            model,
+            frozenset(parts),
+            limits,
+            args.scale,
+            args.rbc_diameter,
+            embed=False,
+            auto_scale=settings.auto_scale,
         )
         return {**result.body, "pngs": result.pngs}
 

@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from app import __version__
 from app.api.responses import error_responses
 from app.api.routes import health, inference_protocol, model, segment, web
+from app.api.routes.segment import SUMMARY_HEADERS
 from app.core.admission import Admission
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "X-Count-RBC", "X-Count-WBC"],
+            expose_headers=["X-Request-ID", *SUMMARY_HEADERS],
         )
     # added last, so outermost: it sees every request and response, errors included
     app.add_middleware(

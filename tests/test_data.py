@@ -23,6 +23,7 @@ def test_the_full_kaggle_dataset_reads_every_box():
     images = load_dataset(BCD)
     assert len(images) == 80
     assert sum(len(i.boxes) for i in images) == 1869
+    assert not images[0].platelets_complete  # it never boxes a platelet: they are unlabelled
     assert 45 < median_rbc_diameter(images) < 60
 
 
@@ -32,7 +33,7 @@ def test_voc_layout_skips_degenerate_boxes_with_a_warning(caplog):
     assert len(images) == 4 and not images[0].rbc_complete
     assert "BloodImage_00338.xml object 13: empty or inverted box" in caplog.text
     labels = {b.label for i in images for b in i.boxes}
-    assert labels == {"rbc", "wbc"}  # platelets are not a target class
+    assert labels == {"rbc", "wbc"}
     with pytest.raises(DataError, match=r"BloodImage_00338\.xml object 13"):
         load_dataset(FIXTURE_BCCD, strict=True)
 
@@ -131,7 +132,8 @@ def test_yolo_layout_reads_normalised_boxes_and_its_folder_split():
     bccd = by_name["e980dd0e-c7cb-5990-ac8a-e3384c2b2d71"]  # a 640x480 BCCD image
     assert (bccd.width, bccd.height) == (640, 480)
     labels = [b.label for b in bccd.boxes]
-    assert labels.count("wbc") == 1 and labels.count("rbc") == 9  # its 2 platelets: no class
+    assert labels.count("wbc") == 1 and labels.count("rbc") == 9
+    assert labels.count("platelet") == 2 and bccd.platelets_complete
     label_file = FIXTURE_TXL / "labels" / "train" / f"{bccd.path.stem}.txt"
     _, cx, cy, w, h = (float(v) for v in label_file.read_text().splitlines()[0].split())
     box = bccd.boxes[0]

@@ -46,7 +46,22 @@ def test_incomplete_rbc_labels_make_unboxed_pixels_ambiguous():
     targets = make_targets([Box(0, 0, 20, 20, "wbc")], 20, 60, "ellipses", rbc_complete=False)
     assert targets.ambiguous[10, 50] and not targets.ambiguous[10, 10]
     assert targets.centre_weight[10, 50] == 0 and targets.centre_weight[10, 10] == 1
-    stacked = targets.stacked()
-    assert stacked.shape == (20, 60, 6) and stacked[10, 10, 2] == 1 and stacked[10, 50, 3] == 1
+    stacked = targets.stacked()  # allowed (bg, rbc, wbc), centre, centre weight
+    assert stacked.shape == (20, 60, 5)
+    assert list(stacked[10, 10, :3]) == [0, 0, 1] and list(stacked[10, 50, :3]) == [1, 1, 0]
     complete = make_targets([Box(0, 0, 20, 20, "wbc")], 20, 60, "ellipses")
     assert not complete.ambiguous.any()
+
+
+def test_platelets_are_a_fourth_class_drawn_over_rbcs_and_unlabelled_where_never_boxed():
+    boxes = [Box(0, 0, 40, 40, "rbc"), Box(15, 15, 25, 25, "platelet"), Box(50, 0, 90, 40, "wbc")]
+    targets = make_targets(boxes, 40, 100, "ellipses", num_classes=4)
+    assert targets.classes[20, 20] == 3 and targets.classes[20, 5] == 1
+    assert targets.classes[20, 70] == 2 and targets.stacked().shape == (40, 100, 6)
+    assert not targets.ambiguous.any()
+    three = make_targets(boxes, 40, 100, "ellipses", num_classes=3)  # a 1.x model: no platelets
+    assert three.classes[20, 20] == 1 and three.allowed.shape[-1] == 3
+    unlabelled = make_targets(boxes[:1], 40, 100, "ellipses", platelets_complete=False, num_classes=4)
+    assert list(unlabelled.allowed[20, 95]) == [True, False, False, True]
+    assert list(unlabelled.allowed[20, 20]) == [False, True, False, False]
+    assert unlabelled.centre_weight[20, 95] == 1  # RBCs are complete: their centres are known

@@ -14,7 +14,7 @@ from training.data import Box
 class AugmentConfig:
     """Ranges of the random transforms."""
 
-    scale_jitter: float = 0.15
+    scale_range: float = 1.15  # scale factors drawn log-uniformly in [1/range, range]
     gain_jitter: float = 0.08
     brightness_jitter: float = 0.08
     contrast_jitter: float = 0.2
@@ -43,7 +43,7 @@ def geometric(
     image: np.ndarray, boxes: list[Box], rng: np.random.Generator, config: AugmentConfig
 ) -> tuple[np.ndarray, list[Box]]:
     """Random scale, 90-degree turns and flip, applied to the image and its boxes alike."""
-    factor = float(rng.uniform(1 - config.scale_jitter, 1 + config.scale_jitter))
+    factor = float(np.exp(rng.uniform(-np.log(config.scale_range), np.log(config.scale_range))))
     scaled = rescale_image(image, factor)
     boxes = scale_boxes(boxes, scaled.shape[1] / image.shape[1])
     image = scaled

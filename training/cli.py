@@ -48,13 +48,12 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
         if item.name in skip:
             continue
         flag = "--" + item.name.replace("_", "-")
+        default = getattr(defaults, item.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            continue
         kwargs = {"choices": ["ellipses", "rectangles"]} if item.name == "targets" else {}
-        parser.add_argument(
-            flag,
-            type=type(getattr(defaults, item.name)),
-            default=getattr(defaults, item.name),
-            **kwargs,
-        )
+        parser.add_argument(flag, type=type(default), default=default, **kwargs)
     parser.add_argument("--no-batchnorm", dest="batchnorm", action="store_false")
     parser.add_argument(
         "--no-tune-counting",

@@ -27,6 +27,12 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 7
     wbc_weight: float = 3.0
+    platelets: bool = False  # a fourth class; the 1.x models have none
+    platelet_weight: float = 3.0
+    train_rbc_diameter_px: float = 0.0  # 0: the first dataset's median RBC diameter
+    scale_range: float = 1.15  # scale augmentation, log-uniform in [1/range, range]
+    samples_per_epoch: int = 0  # 0: one pass over the training images per epoch
+    val_per_source: int = 0  # validation crops per source during training; 0: all
     max_images: int = 0
     strict: bool = False
     tune_counting: bool = True

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import random
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +15,8 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = ("rbc", "wbc")
-IGNORED_LABELS = frozenset({"platelets"})
+CLASS_NAMES = ("rbc", "wbc", "platelet")
+LABEL_ALIASES = {"platelets": "platelet"}  # BCCD's and TXL-PBC's spelling
 BORDER_TOLERANCE_PX = 2.0
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -46,13 +46,15 @@ class Box:
 
 @dataclass(frozen=True)
 class AnnotatedImage:
-    """One image with its boxes. `rbc_complete` is False where unboxed RBCs exist."""
+    """One image with its boxes. `rbc_complete` / `platelets_complete` are False where
+    unboxed RBCs / platelets exist."""
 
     path: Path
     width: int
     height: int
     boxes: tuple[Box, ...]
     rbc_complete: bool = True
+    platelets_complete: bool = True
 
 
 class _Problems:
@@ -86,8 +88,7 @@ def _checked_box(
 ) -> Box | None:
     """Validate one box: numeric, known label, positive size, inside the image (clipped if near)."""
     name = label.strip().lower()
-    if name in IGNORED_LABELS:
-        return None
+    name = LABEL_ALIASES.get(name, name)
     if name not in CLASS_NAMES:
         problems.report(where, f"unknown label {label!r}")
         return None
@@ -249,11 +250,21 @@ def load_dataset(
         logger.warning(
             "%s: %d problem(s) skipped; use --strict to stop on them", root, problems.count
         )
-    if not rbc_complete:
-        images = [
-            AnnotatedImage(i.path, i.width, i.height, i.boxes, rbc_complete=False) for i in images
-        ]
-    return images
+    # a dataset that never boxes a platelet (blood-cell-detection) has them unlabelled
+    platelets_complete = any(b.label == "platelet" for i in images for b in i.boxes)
+    if not platelets_complete:
+        logger.info("%s: no platelet boxes; its platelets count as unlabelled", root)
+    return [
+        replace(i, rbc_complete=rbc_complete, platelets_complete=platelets_complete) for i in images
+    ]
+
+
+def source_of(root: Path, image: AnnotatedImage, sizes: set[tuple[int, int]]) -> str:
+    """Which microscope an image comes from: its dataset, and its image size where the dataset
+    mixes sizes (TXL-PBC's sources differ in size: 640x480 BCCD, 575x575 Raabin-WBC, ...)."""
+    if len(sizes) <= 1:
+        return root.name
+    return f"{root.name}:{image.width}x{image.height}"
 
 
 def published_split(root: Path, split: str) -> set[str] | None:

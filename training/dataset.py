@@ -17,31 +17,53 @@ from training.targets import TargetShape, complete_cut_box, make_targets
 
 @dataclass(frozen=True)
 class Example:
-    """An image resampled to training scale, with its completed boxes."""
+    """An image resampled to training scale, with its completed boxes and where it came from."""
 
     image: np.ndarray
     boxes: list[Box]
     rbc_complete: bool
+    platelets_complete: bool = True
+    source: str = ""
 
 
-def prepare_examples(images: list[AnnotatedImage], scale: float) -> list[Example]:
+def prepare_examples(images: list[AnnotatedImage], scale: float, source: str = "") -> list[Example]:
     """Load images into memory at training scale, completing boxes cut by the border."""
     examples = []
     for annotated in images:
         boxes = [complete_cut_box(b, annotated.width, annotated.height) for b in annotated.boxes]
         image = rescale_image(load_image(annotated.path), scale)
         factor = image.shape[1] / annotated.width
-        examples.append(Example(image, scale_boxes(boxes, factor), annotated.rbc_complete))
+        examples.append(
+            Example(
+                image,
+                scale_boxes(boxes, factor),
+                annotated.rbc_complete,
+                annotated.platelets_complete,
+                source,
+            )
+        )
     return examples
+
+
+def source_weights(examples: list[Example]) -> np.ndarray:
+    """Sampling probability per example: each source weighs sqrt(its size), so a small source
+    (one microscope's 64 images) is seen often without the large ones being starved."""
+    sources = [e.source for e in examples]
+    counts = {name: sources.count(name) for name in set(sources)}
+    weights = np.array([np.sqrt(counts[name]) / counts[name] for name in sources])
+    return weights / weights.sum()
 
 
 def crop_with_boxes(
     image: np.ndarray, boxes: list[Box], top: int, left: int, size: int
 ) -> tuple[np.ndarray, list[Box]]:
-    """A size x size crop (zero-padded past the image) and the boxes in its coordinates."""
+    """A size x size crop whose corner is (top, left), zero-padded past the image (the corner
+    may be negative), and the boxes in its coordinates."""
     crop = np.zeros((size, size, image.shape[2]), dtype=image.dtype)
-    part = image[top : top + size, left : left + size]
-    crop[: part.shape[0], : part.shape[1]] = part
+    src_top, src_left = max(top, 0), max(left, 0)
+    part = image[src_top : top + size, src_left : left + size]
+    dst_top, dst_left = src_top - top, src_left - left
+    crop[dst_top : dst_top + part.shape[0], dst_left : dst_left + part.shape[1]] = part
     shifted = [
         Box(b.x_min - left, b.y_min - top, b.x_max - left, b.y_max - top, b.label) for b in boxes
     ]
@@ -49,7 +71,11 @@ def crop_with_boxes(
 
 
 class CellBatches(keras.utils.PyDataset):
-    """Keras dataset of random (training) or fixed top-left (validation) crops."""
+    """Keras dataset of random (training) or fixed top-left (validation) crops.
+
+    With `samples_per_epoch`, an epoch draws that many examples, weighted by source
+    (`source_weights`); otherwise it is one pass over the examples.
+    """
 
     def __init__(
         self,
@@ -60,6 +86,8 @@ class CellBatches(keras.utils.PyDataset):
         normalization: Normalization,
         augment: AugmentConfig | None,
         seed: int,
+        num_classes: int = 3,
+        samples_per_epoch: int = 0,
     ) -> None:
         super().__init__()
         self.examples = examples
@@ -69,18 +97,23 @@ class CellBatches(keras.utils.PyDataset):
         self.normalization = normalization
         self.augment = augment
         self.seed = seed
+        self.num_classes = num_classes
+        self.samples_per_epoch = samples_per_epoch
         self.epoch = 0
         self.order = np.arange(len(examples))
         self.on_epoch_end()
 
     def __len__(self) -> int:
-        return int(np.ceil(len(self.examples) / self.batch_size))
+        return int(np.ceil(len(self.order) / self.batch_size))
 
     def on_epoch_end(self) -> None:
-        if self.augment is not None:
-            self.order = np.random.default_rng([self.seed, self.epoch]).permutation(
-                len(self.examples)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.augment is not None and self.samples_per_epoch:
+            self.order = rng.choice(
+                len(self.examples), self.samples_per_epoch, p=source_weights(self.examples)
             )
+        elif self.augment is not None:
+            self.order = rng.permutation(len(self.examples))
         self.epoch += 1
 
     def sample(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -94,10 +127,20 @@ class CellBatches(keras.utils.PyDataset):
         size = self.crop_size
         top = left = 0
         if self.augment is not None:
-            top = int(rng.integers(max(1, image.shape[0] - size + 1)))
-            left = int(rng.integers(max(1, image.shape[1] - size + 1)))
+            # an image smaller than the crop lands anywhere inside it
+            spare_rows, spare_cols = image.shape[0] - size, image.shape[1] - size
+            top = int(rng.integers(min(0, spare_rows), max(0, spare_rows) + 1))
+            left = int(rng.integers(min(0, spare_cols), max(0, spare_cols) + 1))
         crop, crop_boxes = crop_with_boxes(normalized, boxes, top, left, size)
-        targets = make_targets(crop_boxes, size, size, self.target_shape, example.rbc_complete)
+        targets = make_targets(
+            crop_boxes,
+            size,
+            size,
+            self.target_shape,
+            example.rbc_complete,
+            example.platelets_complete,
+            self.num_classes,
+        )
         return crop, targets.stacked()
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:

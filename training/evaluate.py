@@ -19,29 +19,40 @@ logger = logging.getLogger(__name__)
 
 
 class Scorer:
-    """Accumulates pixel, count and detection scores over images."""
+    """Accumulates pixel, count and detection scores over images, for a model's classes.
 
-    def __init__(self) -> None:
-        self.rectangles = PixelTally()
-        self.ellipses = PixelTally()
-        self.detection = {name: DetectionTally() for name in CLASSES}
+    Platelets are scored only on images whose platelets are boxed; elsewhere a predicted
+    platelet pixel counts as background (an unboxed platelet is background in the reference).
+    """
+
+    def __init__(self, names: tuple[str, ...] = ("background", *CLASSES)) -> None:
+        self.names = names
+        self.rectangles = PixelTally(len(names))
+        self.ellipses = PixelTally(len(names))
+        self.detection = {name: DetectionTally() for name in names[1:]}
 
     def add(self, annotated: AnnotatedImage, mask: np.ndarray, cells: list[Cell]) -> None:
         height, width = annotated.height, annotated.width
         boxes = list(annotated.boxes)
-        self.rectangles.add(mask, make_targets(boxes, height, width, "rectangles").classes)
+        count = len(self.names)
+        scored = [n for n in self.names[1:] if n != "platelet" or annotated.platelets_complete]
+        if "platelet" in self.names and not annotated.platelets_complete:
+            mask = np.where(mask == self.names.index("platelet"), 0, mask)
+        rectangles = make_targets(boxes, height, width, "rectangles", num_classes=count)
+        self.rectangles.add(mask, rectangles.classes)
         completed = [complete_cut_box(b, width, height) for b in boxes]
-        self.ellipses.add(mask, make_targets(completed, height, width, "ellipses").classes)
-        for name, match in match_cells(cells, boxes).items():
+        ellipses = make_targets(completed, height, width, "ellipses", num_classes=count)
+        self.ellipses.add(mask, ellipses.classes)
+        for name, match in match_cells(cells, boxes, scored).items():
             self.detection[name].add(match)
 
     def summary(self) -> dict:
-        names = ("background", *CLASSES)
         result = {"images": len(self.detection["rbc"].count_errors)}
-        result.update(self.rectangles.summary(names))
-        result["vs_ellipses"] = self.ellipses.summary(names)
-        for name in CLASSES:
-            result[name] = self.detection[name].summary()
+        result.update(self.rectangles.summary(self.names))
+        result["vs_ellipses"] = self.ellipses.summary(self.names)
+        for name, tally in self.detection.items():
+            if tally.count_errors:
+                result[name] = tally.summary()
         return result
 
 
@@ -51,7 +62,7 @@ def evaluate_images(
     """Metrics of the model on annotated images; `rbc_diameter_px` sets their magnification."""
     metadata: ModelMetadata = segmenter.metadata
     scale = scale_for(metadata.rbc_diameter_px, rbc_diameter_px, None)
-    scorer = Scorer()
+    scorer = Scorer(tuple(c.name for c in metadata.classes))
     inference_ms = []
     for annotated in images:
         segmentation = segment_image(

@@ -10,17 +10,19 @@ EPSILON = 1e-6
 
 @keras.saving.register_keras_serializable(package="bloodseg")
 class CellLoss(keras.losses.Loss):
-    """y_true channels: one-hot (bg, rbc, wbc), ambiguous, centre target, centre weight.
+    """y_true channels: allowed classes (one per class), centre target, centre weight.
 
-    * Cross-entropy weighted per class, so the rare WBC (~1 per image vs ~22 RBC) counts.
-      An ambiguous pixel (unboxed RBC possible) is scored on p(bg) + p(rbc): "not WBC".
-    * Soft Dice on the WBC channel over the batch, indifferent to how rare WBC pixels are.
+    * Cross-entropy weighted per class, so rare WBCs and platelets count. A pixel allowed
+      several classes (an unboxed RBC or platelet is possible) is scored on their summed
+      probability, with the mean of their weights.
+    * Soft Dice over the batch on each class after RBC (WBC, platelet), indifferent to how
+      rare their pixels are, over the pixels where that class is known.
     * Binary cross-entropy on the centre heatmap where its target is known (if predicted).
     """
 
     def __init__(
         self,
-        class_weights: tuple[float, float, float] = (1.0, 1.0, 3.0),
+        class_weights: tuple[float, ...] = (1.0, 1.0, 3.0),
         dice_weight: float = 1.0,
         centre_weight: float = 1.0,
         name: str = "cell_loss",
@@ -32,23 +34,27 @@ class CellLoss(keras.losses.Loss):
         self.centre_weight = float(centre_weight)
 
     def call(self, y_true, y_pred):
-        one_hot = y_true[..., :3]
-        ambiguous = y_true[..., 3]
-        probs = ops.clip(y_pred[..., :3], EPSILON, 1.0 - EPSILON)
+        k = len(self.class_weights)
+        allowed = y_true[..., :k]
+        probs = ops.clip(y_pred[..., :k], EPSILON, 1.0 - EPSILON)
         weights = ops.convert_to_tensor(self.class_weights, dtype=probs.dtype)
-        known_ce = -ops.sum(one_hot * weights * ops.log(probs), axis=-1)
-        ambiguous_ce = -weights[0] * ops.log(probs[..., 0] + probs[..., 1])
-        ce = ops.mean(ops.where(ambiguous > 0.5, ambiguous_ce, known_ce))
+        choices = ops.sum(allowed, axis=-1)
+        pixel_weight = ops.sum(allowed * weights, axis=-1) / ops.maximum(choices, 1.0)
+        ce = ops.mean(-pixel_weight * ops.log(ops.sum(allowed * probs, axis=-1)))
+        loss = ce
 
-        wbc_true, wbc_pred = one_hot[..., 2], probs[..., 2]
-        dice = 1.0 - (2.0 * ops.sum(wbc_true * wbc_pred) + 1.0) / (
-            ops.sum(wbc_true) + ops.sum(wbc_pred) + 1.0
-        )
-        loss = ce + self.dice_weight * dice
+        single = ops.cast(choices < 1.5, probs.dtype)
+        for index in range(2, k):
+            known = 1.0 - allowed[..., index] * (1.0 - single)
+            truth, pred = allowed[..., index] * single, probs[..., index] * known
+            dice = 1.0 - (2.0 * ops.sum(truth * pred) + 1.0) / (
+                ops.sum(truth) + ops.sum(pred) + 1.0
+            )
+            loss = loss + self.dice_weight * dice
 
-        if y_pred.shape[-1] > 3:
-            centre_true, centre_mask = y_true[..., 4], y_true[..., 5]
-            centre_pred = ops.clip(y_pred[..., 3], EPSILON, 1.0 - EPSILON)
+        if y_pred.shape[-1] > k:
+            centre_true, centre_mask = y_true[..., k], y_true[..., k + 1]
+            centre_pred = ops.clip(y_pred[..., k], EPSILON, 1.0 - EPSILON)
             bce = -(
                 centre_true * ops.log(centre_pred) + (1 - centre_true) * ops.log(1 - centre_pred)
             )

@@ -9,7 +9,8 @@ import numpy as np
 
 from training.data import BORDER_TOLERANCE_PX, Box
 
-CLASS_IDS = {"rbc": 1, "wbc": 2}
+CLASS_IDS = {"rbc": 1, "wbc": 2, "platelet": 3}
+DRAW_ORDER = ("rbc", "platelet", "wbc")  # later classes are drawn over earlier ones
 CENTRE_SIGMA_FRACTION = 0.3  # heatmap sigma as a fraction of each semi-axis
 TargetShape = Literal["ellipses", "rectangles"]
 
@@ -18,20 +19,25 @@ TargetShape = Literal["ellipses", "rectangles"]
 class Targets:
     """Per-pixel targets of one image or crop.
 
-    `ambiguous` marks pixels known only to be "not WBC" (background or an unboxed RBC);
-    `centre_weight` is 0 where the centre heatmap target is unknown.
+    `allowed` (H, W, classes) marks the classes a pixel may be: one class where it is known,
+    several where the dataset leaves some cells unboxed (an unboxed pixel may be background or
+    an RBC, or background or a platelet). `centre_weight` is 0 where the centre target is unknown.
     """
 
     classes: np.ndarray
-    ambiguous: np.ndarray
+    allowed: np.ndarray
     centre: np.ndarray
     centre_weight: np.ndarray
 
+    @property
+    def ambiguous(self) -> np.ndarray:
+        """Pixels whose class is one of several."""
+        return self.allowed.sum(axis=-1) > 1
+
     def stacked(self) -> np.ndarray:
-        """(H, W, 6) float32 y_true: one-hot classes, ambiguous, centre, centre weight."""
-        one_hot = np.eye(3, dtype=np.float32)[self.classes]
-        extra = [self.ambiguous, self.centre, self.centre_weight]
-        return np.concatenate([one_hot, np.stack(extra, axis=-1).astype(np.float32)], axis=-1)
+        """(H, W, classes + 2) float32 y_true: allowed classes, centre, centre weight."""
+        extra = np.stack([self.centre, self.centre_weight], axis=-1)
+        return np.concatenate([self.allowed, extra], axis=-1).astype(np.float32)
 
 
 def complete_cut_box(box: Box, width: int, height: int) -> Box:
@@ -102,17 +108,26 @@ def centre_heatmap(boxes: list[Box], height: int, width: int) -> np.ndarray:
 
 
 def make_targets(
-    boxes: list[Box], height: int, width: int, shape: TargetShape, rbc_complete: bool = True
+    boxes: list[Box],
+    height: int,
+    width: int,
+    shape: TargetShape,
+    rbc_complete: bool = True,
+    platelets_complete: bool = True,
+    num_classes: int = 3,
 ) -> Targets:
     """Rasterise boxes (already completed and in this image's coordinates) into targets.
 
-    WBCs are drawn over RBCs. Where RBC boxes are incomplete, pixels outside every box are
-    marked ambiguous (the loss then only asks them to be "not WBC") and carry no centre target.
+    `num_classes` counts background: 3 (RBC, WBC) or 4 (and platelets); boxes of classes the
+    model lacks are left out. Platelets are drawn over RBCs, WBCs over both. Pixels outside every
+    box may also be an unboxed RBC (or platelet) where those boxes are incomplete; an unboxed RBC
+    would also have a centre, so there the centre target is unknown.
     """
+    kept = [b for b in boxes if CLASS_IDS[b.label] < num_classes]
     classes = np.zeros((height, width), dtype=np.uint8)
     labelled = np.zeros((height, width), dtype=bool)
-    for label in ("rbc", "wbc"):
-        for box in boxes:
+    for label in DRAW_ORDER:
+        for box in kept:
             if box.label == label:
                 region = box_region(box, height, width, shape)
                 classes[region] = CLASS_IDS[label]
@@ -120,11 +135,16 @@ def make_targets(
     if shape == "rectangles":
         centre = np.zeros((height, width), dtype=np.float32)
     else:
-        centre = centre_heatmap(boxes, height, width)
+        centre = centre_heatmap(kept, height, width)
+    allowed = np.eye(num_classes, dtype=bool)[classes]
+    if not rbc_complete:
+        allowed[~labelled, CLASS_IDS["rbc"]] = True
+    if not platelets_complete and num_classes > CLASS_IDS["platelet"]:
+        allowed[~labelled, CLASS_IDS["platelet"]] = True
     known = np.ones((height, width), dtype=bool) if rbc_complete else labelled
     return Targets(
         classes=classes,
-        ambiguous=~known,
+        allowed=allowed,
         centre=centre,
         centre_weight=known.astype(np.float32),
     )

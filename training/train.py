@@ -18,6 +18,7 @@ from app.inference.metadata import (
     DEFAULT_CLASSES,
     METADATA_FILE,
     MODEL_FILE,
+    PLATELET_CLASS,
     Counting,
     InputSpec,
     ModelMetadata,
@@ -31,6 +32,7 @@ from training.data import (
     fingerprint,
     load_dataset,
     median_rbc_diameter,
+    source_of,
     split_dataset,
 )
 from training.dataset import CellBatches, Example, prepare_examples
@@ -40,6 +42,7 @@ from training.losses import CellLoss
 from training.model import build_unet, count_flops
 from training.optimize import float16_for_cuda
 from training.report import plot_history, plot_samples
+from training.size_model import fit_size_regressor
 from training.tune import tune_counting
 
 logger = logging.getLogger(__name__)
@@ -48,72 +51,110 @@ LAST_CHECKPOINT = "last.keras"
 BEST_CHECKPOINT = "best.keras"
 HISTORY_FILE = "history.csv"
 EXPORT_DIR = "export"
+TUNE_IMAGES_PER_SOURCE = 64  # blood-cell-detection's whole training split
 
 
 @dataclass
 class Splits:
-    """Training and validation examples, and what is recorded about the data."""
+    """Training and validation examples, and what is recorded about the data.
+
+    `val_sets` and `tune_sets` hold (source name, images, their median RBC diameter).
+    """
 
     train: list[Example]
     val: list[Example]
-    val_sets: list[tuple[Path, list[AnnotatedImage], float]]
+    val_sets: list[tuple[str, list[AnnotatedImage], float]]
     rbc_diameter_px: float
     datasets: list[dict]
-    tune_set: tuple[Path, list[AnnotatedImage], float]
+    tune_sets: list[tuple[str, list[AnnotatedImage], float]]
+
+
+def _by_source(root: Path, images: list[AnnotatedImage]) -> dict[str, list[AnnotatedImage]]:
+    sizes = {(i.width, i.height) for i in images}
+    groups: dict[str, list[AnnotatedImage]] = {}
+    for image in images:
+        groups.setdefault(source_of(root, image, sizes), []).append(image)
+    return groups
 
 
 def load_splits(config: TrainConfig) -> Splits:
-    """Load every dataset, split it, and bring each to the first dataset's cell scale."""
+    """Load every dataset, split it, and bring each source (a dataset, or one image size of a
+    dataset that mixes microscopes) to the training cell scale by its median RBC diameter."""
     roots = [(Path(p), True) for p in config.data] + [
         (Path(p), False) for p in config.partial_rbc_data
     ]
     loaded = [(root, load_dataset(root, config.strict, complete)) for root, complete in roots]
-    train_diameter = median_rbc_diameter(loaded[0][1])
+    train_diameter = config.train_rbc_diameter_px or median_rbc_diameter(loaded[0][1])
     train, val, val_sets, datasets, tune_sets = [], [], [], [], []
     for root, images in loaded:
-        diameter = median_rbc_diameter(images)
-        scale = train_diameter / diameter
         parts = {
             s: split_dataset(root, images, s, config.val_fraction, config.seed)
             for s in ("train", "val")
         }
         if config.max_images:
             parts = {s: items[: config.max_images] for s, items in parts.items()}
-        train += prepare_examples(parts["train"], scale)
-        val += prepare_examples(parts["val"], scale)
-        val_sets.append((root, parts["val"], diameter))
-        tune_sets.append((root, parts["train"], diameter))
-        datasets.append(
-            {
-                "path": str(root),
-                "fingerprint": fingerprint(root),
-                "rbc_complete": images[0].rbc_complete if images else True,
-                "rbc_diameter_px": round(diameter, 2),
-                "train_images": len(parts["train"]),
-                "val_images": len(parts["val"]),
-            }
-        )
-        logger.info(
-            "%s: %d train / %d val images, scale x%.3f",
-            root,
-            len(parts["train"]),
-            len(parts["val"]),
-            scale,
-        )
-    return Splits(train, val, val_sets, train_diameter, datasets, tune_sets[0])
+        sources = []
+        for source, members in _by_source(root, images).items():
+            diameter = median_rbc_diameter(members)
+            scale = train_diameter / diameter
+            chosen = {s: [i for i in items if i in set(members)] for s, items in parts.items()}
+            train += prepare_examples(chosen["train"], scale, source)
+            val += prepare_examples(chosen["val"], scale, source)
+            val_sets.append((source, chosen["val"], diameter))
+            tune_sets.append((source, chosen["train"], diameter))
+            sources.append(
+                {
+                    "source": source,
+                    "rbc_diameter_px": round(diameter, 2),
+                    "train_images": len(chosen["train"]),
+                    "val_images": len(chosen["val"]),
+                }
+            )
+            logger.info(
+                "%s: %d train / %d val images, scale x%.3f",
+                source,
+                len(chosen["train"]),
+                len(chosen["val"]),
+                scale,
+            )
+        record = {
+            "path": str(root),
+            "fingerprint": fingerprint(root),
+            "rbc_complete": images[0].rbc_complete if images else True,
+            "platelets_complete": images[0].platelets_complete if images else True,
+            "rbc_diameter_px": round(median_rbc_diameter(images), 2),
+            "train_images": len(parts["train"]),
+            "val_images": len(parts["val"]),
+        }
+        if len(sources) > 1:
+            record["sources"] = sources
+        datasets.append(record)
+    return Splits(train, val, val_sets, train_diameter, datasets, tune_sets)
 
 
 def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata:
     """model.json content for this configuration (metrics and checksum are added later)."""
     rectangles = config.targets == "rectangles"
-    channels = ["background", "rbc", "wbc"] + ([] if rectangles else ["centre"])
-    counting = Counting(
-        centre_source="distance_transform" if rectangles else "heatmap", **config.counting
-    )
+    classes = DEFAULT_CLASSES + ([PLATELET_CLASS] if config.platelets else [])
+    channels = [c.name for c in classes] + ([] if rectangles else ["centre"])
+    # sizes scale with the training diameter (the 1.x defaults were set at 53.64 px)
+    area_factor = (rbc_diameter_px / 53.64) ** 2
+    defaults = {
+        "centre_source": "distance_transform" if rectangles else "heatmap",
+        "rbc_min_area_px": round(120 * area_factor),
+        "wbc_min_area_px": round(600 * area_factor),
+        "platelet_min_area_px": max(4, round(10 * area_factor)),
+        # two touching WBCs' centres lie about two RBC diameters apart; one WBC's lobes share
+        # the one centre the heatmap was trained on
+        "wbc_min_peak_distance_px": round(0.75 * rbc_diameter_px),
+    }
+    if config.platelets and not rectangles:
+        defaults["method"] = "cell_peaks"
+    counting = Counting(**{**defaults, **config.counting})
     return ModelMetadata(
         name=config.name,
         version=config.version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
-        classes=DEFAULT_CLASSES,
+        classes=classes,
         input=InputSpec(tile_size=config.tile_size, size_multiple=2**config.depth),
         output=OutputSpec(channels=channels),
         rbc_diameter_px=round(rbc_diameter_px, 2),
@@ -124,18 +165,26 @@ def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata
     )
 
 
+def num_classes(config: TrainConfig) -> int:
+    """Class channels, background included."""
+    return 4 if config.platelets else 3
+
+
 def compile_model(config: TrainConfig) -> keras.Model:
     """A fresh UNet with its optimizer and loss."""
     rectangles = config.targets == "rectangles"
     model = build_unet(
-        config.base_filters, config.depth, centre_head=not rectangles, batchnorm=config.batchnorm
+        config.base_filters,
+        config.depth,
+        num_classes=num_classes(config),
+        centre_head=not rectangles,
+        batchnorm=config.batchnorm,
+    )
+    weights = (1.0, 1.0, config.wbc_weight) + (
+        (config.platelet_weight,) if config.platelets else ()
     )
     # rectangles reproduce the original: plain categorical cross-entropy
-    loss = (
-        CellLoss((1.0, 1.0, 1.0), 0.0, 0.0)
-        if rectangles
-        else CellLoss((1.0, 1.0, config.wbc_weight))
-    )
+    loss = CellLoss((1.0,) * len(weights), 0.0, 0.0) if rectangles else CellLoss(weights)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     return model
 
@@ -169,6 +218,19 @@ class ProgressLog(keras.callbacks.Callback):
         )
 
 
+def validation_examples(examples: list[Example], per_source: int) -> list[Example]:
+    """The first `per_source` validation examples of each source (all with 0)."""
+    if not per_source:
+        return examples
+    taken: dict[str, int] = {}
+    chosen = []
+    for example in examples:
+        if taken.get(example.source, 0) < per_source:
+            taken[example.source] = taken.get(example.source, 0) + 1
+            chosen.append(example)
+    return chosen
+
+
 def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
     """Fit with checkpoints every epoch; resumes from run_dir/last.keras if it is there."""
     normalization = InputSpec().normalization
@@ -178,17 +240,20 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
         config.crop_size,
         config.targets,
         normalization,
-        AugmentConfig(),
+        AugmentConfig(scale_range=config.scale_range),
         config.seed,
+        num_classes(config),
+        config.samples_per_epoch,
     )
     val = CellBatches(
-        splits.val,
+        validation_examples(splits.val, config.val_per_source),
         config.batch_size,
         config.crop_size,
         config.targets,
         normalization,
         None,
         config.seed,
+        num_classes(config),
     )
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -248,10 +313,21 @@ def export_and_score(
         export_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
     )
     if config.tune_counting:
-        root, images, diameter = splits.tune_set
-        metadata.counting = tune_counting(segmenter, images, splits.rbc_diameter_px / diameter)
-        metadata.training["counting_tuned_on"] = f"{root} train split ({len(images)} images)"
+        groups = [
+            (images[:TUNE_IMAGES_PER_SOURCE], splits.rbc_diameter_px / diameter)
+            for _, images, diameter in splits.tune_sets
+            if images and images[0].rbc_complete
+        ]
+        metadata.counting = tune_counting(segmenter, groups)
+        metadata.training["counting_tuned_on"] = ", ".join(
+            f"{source} train split ({min(len(images), TUNE_IMAGES_PER_SOURCE)} images)"
+            for source, images, _ in splits.tune_sets
+            if images and images[0].rbc_complete
+        )
+    complete = [images for _, images, _ in splits.tune_sets if images and images[0].rbc_complete]
+    metadata.size_regressor, size_fit = fit_size_regressor(complete)
     metrics = {
+        "size_regressor_fit": size_fit,
         "parity": {
             "max_abs_diff": parity.max_abs_diff,
             "argmax_agreement": parity.argmax_agreement,
@@ -259,8 +335,8 @@ def export_and_score(
         "gflops_256": round(count_flops(model) / 1e9, 2),
         "parameters": int(model.count_params()),
     }
-    for root, images, diameter in splits.val_sets:
-        metrics[f"val:{root.name}"] = evaluate_images(segmenter, images, diameter)
+    for source, images, diameter in splits.val_sets:
+        metrics[f"val:{source}"] = evaluate_images(segmenter, images, diameter)
     metadata.metrics = metrics
     (export_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
     return metrics

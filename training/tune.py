@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 
+import numpy as np
+
 from app.inference.decode import load_image
 from app.inference.metadata import Counting, ModelMetadata
 from app.inference.pipeline import cells_from_probs, predict_probs
@@ -20,16 +22,22 @@ PEAK_DISTANCES = (3, 5, 7, 9, 11, 13)
 RBC_MIN_AREAS = (30, 60, 120, 180)
 
 
-def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale: float) -> Counting:
-    """The RBC peak threshold, peak distance and minimum area with the lowest RBC count MAE
-    (ties: best F1).
+def tune_counting(
+    segmenter: OnnxSegmenter, groups: list[tuple[list[AnnotatedImage], float]]
+) -> Counting:
+    """The RBC peak threshold, peak distance and minimum area with the lowest RBC count MAE,
+    averaged over the groups (one per source, each with its scale), so that every microscope
+    counts alike (ties: best mean F1).
 
     The network runs once per image; only the post-processing is repeated per candidate.
     """
     metadata: ModelMetadata = segmenter.metadata
     predictions = [
-        (annotated, predict_probs(load_image(annotated.path), segmenter, scale))
-        for annotated in images
+        [
+            (annotated, predict_probs(load_image(annotated.path), segmenter, scale))
+            for annotated in images
+        ]
+        for images, scale in groups
     ]
     best_key, best = None, metadata.counting
     grid = itertools.product(PEAK_THRESHOLDS, PEAK_DISTANCES, RBC_MIN_AREAS)
@@ -42,18 +50,24 @@ def tune_counting(segmenter: OnnxSegmenter, images: list[AnnotatedImage], scale:
             }
         )
         candidate = metadata.model_copy(update={"counting": counting})
-        tally = DetectionTally()
-        for annotated, probs in predictions:
-            _, cells = cells_from_probs(probs, candidate, annotated.height, annotated.width)
-            tally.add(match_cells(cells, annotated.boxes, classes=("rbc",))["rbc"])
-        summary = tally.summary()
-        key = (summary["count_mae"], -summary["f1"])
+        summaries = []
+        for group in predictions:
+            tally = DetectionTally()
+            for annotated, probs in group:
+                _, cells = cells_from_probs(probs, candidate, annotated.height, annotated.width)
+                tally.add(match_cells(cells, annotated.boxes, classes=("rbc",))["rbc"])
+            summaries.append(tally.summary())
+        key = (
+            float(np.mean([s["count_mae"] for s in summaries])),
+            -float(np.mean([s["f1"] for s in summaries])),
+        )
         if best_key is None or key < best_key:
             best_key, best = key, counting
     logger.info(
-        "counting tuned on %d training images: peak_threshold %.2f, min_peak_distance_px %d, "
-        "rbc_min_area_px %d (RBC count MAE %.3f, F1 %.3f)",
-        len(images),
+        "counting tuned on %d training images of %d source(s): peak_threshold %.2f, "
+        "min_peak_distance_px %d, rbc_min_area_px %d (mean RBC count MAE %.3f, F1 %.3f)",
+        sum(len(images) for images, _ in groups),
+        len(groups),
         best.peak_threshold,
         best.min_peak_distance_px,
         best.rbc_min_area_px,

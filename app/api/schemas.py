@@ -11,7 +11,7 @@ class CellOut(BaseModel):
     """One cell, in the uploaded image's pixel coordinates."""
 
     id: int = Field(description="the cell's value in the instances PNG")
-    label: Literal["rbc", "wbc"]
+    label: Literal["rbc", "wbc", "platelet"]
     bbox: tuple[int, int, int, int] = Field(
         description="x_min, y_min, x_max, y_max (max exclusive)"
     )
@@ -31,13 +31,32 @@ class ModelRef(BaseModel):
     provider: str = Field(description="the ONNX Runtime execution provider actually used")
 
 
+class WarningOut(BaseModel):
+    """Something to know before trusting the result (README: "Warnings")."""
+
+    code: Literal[
+        "scale_low_confidence",
+        "magnification_out_of_range",
+        "mostly_background",
+        "count_unusually_high",
+    ]
+    message: str
+
+
 class SegmentResponse(BaseModel):
     """Counts, cells and pictures of one image."""
 
-    counts: dict[str, int] = Field(examples=[{"rbc": 22, "wbc": 1}])
+    counts: dict[str, int] = Field(
+        examples=[{"rbc": 22, "wbc": 1, "platelet": 2}],
+        description="cells per class of the model (platelet: models 2.x and later)",
+    )
     cells: list[CellOut]
     image: ImageSize
-    mask: str | None = Field(None, description="base64 8-bit PNG: 0 background, 1 RBC, 2 WBC")
+    mask: str | None = Field(
+        None,
+        description="base64 8-bit PNG of class ids (model.json classes: 0 background, "
+        "1 RBC, 2 WBC, 3 platelet)",
+    )
     instances: str | None = Field(None, description="base64 16-bit PNG: 0 background, else cell id")
     overlay: str | None = Field(None, description="base64 RGB PNG of the cells over the image")
     geojson: dict[str, Any] | None = Field(
@@ -45,6 +64,14 @@ class SegmentResponse(BaseModel):
     )
     model: ModelRef
     scale: float = Field(description="resampling factor applied before the model")
+    rbc_diameter_px: float = Field(
+        description="typical RBC diameter in the uploaded image's pixels: given, or estimated"
+    )
+    scale_source: Literal["given", "estimated", "default"] = Field(
+        description="given: from scale or rbc_diameter; estimated: measured from the image; "
+        "default: BLOODSEG_AUTO_SCALE is off and nothing was given (scale 1)"
+    )
+    warnings: list[WarningOut]
     timings_ms: dict[str, float]
 
 

@@ -44,6 +44,7 @@ async def segment_in_worker(
         scale,
         rbc_diameter,
         embed,
+        auto_scale=settings.auto_scale,
     )
     try:
         with request.app.state.admission.admit():

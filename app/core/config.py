@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         description="how long a short batch waits for more tiles before it runs",
     )
     tile_overlap: int = Field(64, ge=0)
+    auto_scale: bool = Field(
+        True,
+        description="estimate the magnification of an image sent without scale or "
+        "rbc_diameter; off: such an image is taken at the model's own scale (scale 1)",
+    )
     precision: Literal["auto", "float32"] = Field(
         "auto", description="auto: the model's variant for the provider (float16 on CUDA)"
     )

@@ -21,7 +21,14 @@ from app.inference.decode import (
     open_image,
 )
 from app.inference.exports import cell_outlines, geojson
-from app.inference.pipeline import Segmentation, scale_for, segment_image
+from app.inference.pipeline import (
+    ScaleChoice,
+    Segmentation,
+    estimated_scale,
+    given_scale,
+    segment_image,
+)
+from app.inference.quality import result_warnings
 from app.inference.render import overlay_image, png_bytes
 
 PICTURES = ("mask", "instances", "overlay")
@@ -59,36 +66,52 @@ def segment_upload(
     rbc_diameter: float | None = None,
     embed: bool = True,
     guard: WorkGuard | None = None,
+    auto_scale: bool = True,
 ) -> SegmentResult:
     """Decode the upload, run the model and build the response (blocking: run in a thread).
 
     `include` names the pictures to encode (base64 in the body when `embed`, always in
-    `pngs`) and whether to add the GeoJSON. The image is refused from its header when its work
-    is out of bounds; `guard` is checked between steps and stops the work past the request's
-    deadline.
+    `pngs`) and whether to add the GeoJSON. With neither `scale` nor `rbc_diameter` the
+    magnification is estimated from the image (unless `auto_scale` is off: then scale 1).
+    The image is refused when its work is out of bounds: from its header when the scale is
+    given, after the (bounded) estimate otherwise. `guard` is checked between steps and stops
+    the work past the request's deadline.
     """
     check = guard.check if guard is not None else None
+    metadata = model.metadata
     started = time.perf_counter()
+    choice = given_scale(metadata, rbc_diameter, scale)
+    if choice is None and not auto_scale:
+        choice = ScaleChoice(1.0, metadata.rbc_diameter_px, "default")
+    estimate_ms = None
     try:
         opened = open_image(data)
         # the size before EXIF orientation: every bound is the same for width x height and
         # height x width, and PNG keeps its orientation after the pixels (reading it decodes)
         width, height = opened.size
-        factor = scale_for(model.metadata.rbc_diameter_px, rbc_diameter, scale)
-        check_work(width, height, factor, limits, model.segmenter.work_pixels)
+        if choice is not None:
+            check_work(width, height, choice.scale, limits, model.segmenter.work_pixels)
+        else:
+            check_work(width, height, None, limits, model.segmenter.work_pixels)
         image = image_to_rgb(opened)
+        decoded = time.perf_counter()
+        if choice is None:
+            if check is not None:
+                check()
+            choice = estimated_scale(image, metadata, model.segmenter.run_batch)
+            estimate_ms = (time.perf_counter() - decoded) * 1000
+            check_work(width, height, choice.scale, limits, model.segmenter.work_pixels)
     except ImageTooLargeError as error:
         raise ApiError(413, "image_too_large", str(error)) from error
     except ImageDecodeError as error:
         raise ApiError(415, "unsupported_image", str(error)) from error
     except WorkRefused as error:
         raise ApiError(error.status, error.code, str(error)) from error
-    decoded = time.perf_counter()
     if check is not None:
         check()
     # the service's network stage batches these tiles with other requests'
     run = partial(model.network.run, guard=guard) if model.network is not None else None
-    segmentation = segment_image(image, model.segmenter, factor, check=check, run=run)
+    segmentation = segment_image(image, model.segmenter, choice.scale, check=check, run=run)
     encode_start = time.perf_counter()
     pngs: dict[str, bytes] = {}
     if "mask" in include:
@@ -107,6 +130,7 @@ def segment_upload(
 
     timings = {
         "decode": (decoded - started) * 1000,
+        **({"estimate_scale": estimate_ms} if estimate_ms is not None else {}),
         **segmentation.timings_ms,
         "encode": (finished - encode_start) * 1000,
         "total": (finished - started) * 1000,
@@ -117,7 +141,7 @@ def segment_upload(
     IMAGE_PIXELS.observe(width * height)
     for label, count in segmentation.counts.items():
         CELLS.labels(label).inc(count)
-    meta = model.metadata
+    meta = metadata
     body = {
         "counts": segmentation.counts,
         "cells": [cell.__dict__ for cell in segmentation.cells],
@@ -125,7 +149,10 @@ def segment_upload(
         **({k: base64.b64encode(v).decode() for k, v in pngs.items()} if embed else {}),
         **extra,
         "model": {"name": meta.name, "version": meta.version, "provider": model.segmenter.provider},
-        "scale": round(factor, 6),
+        "scale": round(choice.scale, 6),
+        "rbc_diameter_px": round(choice.rbc_diameter_px, 2),
+        "scale_source": choice.source,
+        "warnings": [w.__dict__ for w in result_warnings(segmentation, choice, metadata)],
         "timings_ms": {k: round(v, 2) for k, v in timings.items()},
     }
     return SegmentResult(body=body, segmentation=segmentation, pngs=pngs)

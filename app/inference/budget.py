@@ -39,14 +39,15 @@ def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
 def check_work(
     width: int,
     height: int,
-    scale: float,
+    scale: float | None,
     limits: WorkLimits,
     work_pixels: Callable[[int, int], int],
 ) -> int:
     """Refuse an image whose work is out of bounds; return the pixels the network will process.
 
     `work_pixels(height, width)` counts tiles x tile area for an image of that size at the
-    model's scale (the runner knows its tiling).
+    model's scale (the runner knows its tiling). With `scale` None (not known yet: it will be
+    estimated) only the size checks are made, and 0 is returned.
     """
     if width * height > limits.max_pixels:
         raise WorkRefused(
@@ -55,7 +56,7 @@ def check_work(
             f"image is {width}x{height} = {width * height} pixels, over the "
             f"{limits.max_pixels} limit",
         )
-    if not MIN_SCALE <= scale <= MAX_SCALE:
+    if scale is not None and not MIN_SCALE <= scale <= MAX_SCALE:
         raise WorkRefused(
             422,
             "invalid_scale",
@@ -68,6 +69,8 @@ def check_work(
             "degenerate_image",
             f"image is {width}x{height}: sides differ by more than {MAX_ASPECT_RATIO:g}x",
         )
+    if scale is None:
+        return 0
     scaled_w, scaled_h = scaled_size(width, height, scale)
     if min(scaled_w, scaled_h) < MIN_SIDE_PX:
         raise WorkRefused(

@@ -55,14 +55,21 @@ class OutputSpec(BaseModel):
 
 
 class Counting(BaseModel):
-    """How probabilities become cell instances, and the thresholds used (at training scale)."""
+    """How probabilities become cell instances, and the thresholds used (at training scale).
 
-    method: Literal["wbc_components_rbc_peaks"] = "wbc_components_rbc_peaks"
+    `wbc_components_rbc_peaks` (1.x): one WBC per connected WBC region, one RBC per centre peak.
+    `cell_peaks` (2.x): WBCs split at centre peaks too, at least `wbc_min_peak_distance_px`
+    apart; platelets are connected platelet regions.
+    """
+
+    method: Literal["wbc_components_rbc_peaks", "cell_peaks"] = "wbc_components_rbc_peaks"
     centre_source: Literal["heatmap", "distance_transform"] = "heatmap"
     peak_threshold: float = 0.3
     min_peak_distance_px: int = 10
     rbc_min_area_px: int = 120
     wbc_min_area_px: int = 600
+    wbc_min_peak_distance_px: int = 24
+    platelet_min_area_px: int = 10
 
 
 class Variant(BaseModel):
@@ -87,6 +94,9 @@ class ModelMetadata(BaseModel):
     output: OutputSpec
     rbc_diameter_px: float = Field(description="training scale: median RBC diameter in pixels")
     counting: Counting
+    size_regressor: dict[str, Any] | None = Field(
+        None, description="ridge weights of the magnification estimate (magnification.py)"
+    )
     training: dict[str, Any] = {}
     datasets: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
@@ -99,6 +109,20 @@ class ModelMetadata(BaseModel):
         """The variant meant for this execution provider, if the model ships one."""
         return next((v for v in self.variants if provider in v.providers), None)
 
+    def trained_diameter_range_px(self) -> tuple[float, float] | None:
+        """The RBC diameters (pixels) of the training images as uploaded: each source's
+        median, widened by the training's scale augmentation. None if not recorded."""
+        diameters = [
+            float(d["rbc_diameter_px"])
+            for dataset in self.datasets
+            for d in dataset.get("sources", [dataset])
+            if "rbc_diameter_px" in d
+        ]
+        if not diameters:
+            return None
+        spread = float(self.training.get("scale_range", 1.15))
+        return min(diameters) / spread, max(diameters) * spread
+
     def class_id(self, name: str) -> int:
         """Index of the named class in the class channels."""
         return next(c.id for c in self.classes if c.name == name)
@@ -109,6 +133,7 @@ DEFAULT_CLASSES = [
     ClassInfo(id=1, name="rbc", color=(230, 57, 70)),
     ClassInfo(id=2, name="wbc", color=(58, 110, 235)),
 ]
+PLATELET_CLASS = ClassInfo(id=3, name="platelet", color=(255, 190, 11))
 
 
 def read_metadata(path: Path) -> ModelMetadata:

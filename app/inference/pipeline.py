@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
+from app.inference.magnification import SizeEstimate, estimate_rbc_diameter
 from app.inference.metadata import ModelMetadata
 from app.inference.postprocess import (
     Cell,
@@ -44,6 +46,40 @@ def scale_for(
     if rbc_diameter_px is not None:
         return metadata_diameter / rbc_diameter_px
     return 1.0 if scale is None else scale
+
+
+@dataclass(frozen=True)
+class ScaleChoice:
+    """The resampling applied to an image, the RBC diameter it implies in the image's pixels,
+    and where it came from: the client ("given"), the estimate, or the model's own scale when
+    estimation is switched off ("default")."""
+
+    scale: float
+    rbc_diameter_px: float
+    source: Literal["given", "estimated", "default"]
+    estimate: SizeEstimate | None = None
+
+
+def given_scale(
+    metadata: ModelMetadata, rbc_diameter_px: float | None, scale: float | None
+) -> ScaleChoice | None:
+    """The client's scale or RBC diameter as a ScaleChoice; None when it gave neither."""
+    if rbc_diameter_px is None and scale is None:
+        return None
+    factor = scale_for(metadata.rbc_diameter_px, rbc_diameter_px, scale)
+    return ScaleChoice(factor, metadata.rbc_diameter_px / factor, "given")
+
+
+def estimated_scale(
+    image: np.ndarray,
+    metadata: ModelMetadata,
+    run: Callable[[np.ndarray], np.ndarray] | None,
+) -> ScaleChoice:
+    """Estimate the image's RBC diameter (magnification.py) and the scale that follows; `run`
+    runs the network for the estimate's probe (None: no probe)."""
+    estimate = estimate_rbc_diameter(image, metadata, run)
+    diameter = estimate.rbc_diameter_px
+    return ScaleChoice(metadata.rbc_diameter_px / diameter, diameter, "estimated", estimate)
 
 
 def predict_probs(

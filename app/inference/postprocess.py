@@ -71,49 +71,115 @@ def inner_boundaries(labels: np.ndarray) -> np.ndarray:
     return edges & (labels > 0)
 
 
+def _peak_instances(
+    mask: np.ndarray, centres: np.ndarray, min_distance: int, threshold: float, min_area: int
+) -> np.ndarray:
+    """One instance per peak of the centre map inside `mask`, grown by watershed over the
+    mask; fragments smaller than `min_area` are dropped. Ids are 1..n."""
+    peaks = peak_local_max(
+        np.where(mask, centres, 0.0),
+        min_distance=min_distance,
+        threshold_abs=threshold,
+        labels=ndimage.label(mask)[0],
+        exclude_border=False,
+    )
+    markers = np.zeros(mask.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    labels = watershed(-centres, markers, mask=mask)
+    labels = remove_small_objects(labels, max_size=min_area - 1)
+    return relabel_sequential(labels)[0]
+
+
+def _split_wbcs(wbc_mask: np.ndarray, centres: np.ndarray, counting) -> np.ndarray:
+    """WBC instances: each WBC region split at its centre peaks; a region with no peak above
+    the threshold (a faint heatmap) stays one cell, so no WBC is ever lost to splitting."""
+    regions, _ = ndimage.label(wbc_mask)
+    split = _peak_instances(
+        wbc_mask,
+        centres,
+        counting.wbc_min_peak_distance_px,
+        counting.peak_threshold,
+        # a piece of a real WBC split off is a fraction of the minimum WBC area
+        max(1, counting.wbc_min_area_px // 2),
+    )
+    unsplit = np.setdiff1d(np.unique(regions[wbc_mask]), np.unique(regions[split > 0]))
+    whole = np.isin(regions, unsplit) & wbc_mask
+    labels = split.copy()
+    labels[whole] = relabel_sequential(np.where(whole, regions, 0))[0][whole] + split.max()
+    # pixels of a split region that watershed left out (small fragments) join the nearest cell
+    orphans = wbc_mask & (labels == 0)
+    if orphans.any() and labels.max():
+        nearest = ndimage.distance_transform_edt(labels == 0, return_indices=True)[1]
+        labels[orphans] = labels[nearest[0][orphans], nearest[1][orphans]]
+    return labels
+
+
 def find_instances(probs: np.ndarray, metadata: ModelMetadata) -> Instances:
     """Split the per-pixel classes into cells.
 
-    WBCs are large, rare and seldom touch, so each connected WBC region is one cell. RBCs pile
-    up and overlap, so each peak of the centre map seeds one RBC, grown by watershed over the
-    RBC region; fragments smaller than the minimum area are dropped.
+    RBCs pile up and overlap, so each peak of the centre map seeds one RBC, grown by watershed
+    over the RBC region; fragments smaller than the minimum area are dropped. WBCs are one per
+    connected region (`wbc_components_rbc_peaks`), or split at centre peaks far enough apart
+    that one lobed nucleus stays one cell (`cell_peaks`). Platelets are connected regions.
     """
     counting = metadata.counting
-    rbc_id, wbc_id = metadata.class_id("rbc"), metadata.class_id("wbc")
-    class_probs = probs[..., : len(metadata.classes)]
+    names = [c.name for c in metadata.classes]
+    rbc_id, wbc_id = names.index("rbc"), names.index("wbc")
+    platelet_id = names.index("platelet") if "platelet" in names else None
+    class_probs = probs[..., : len(names)]
     classes_at = class_map(probs, metadata)
 
     wbc_mask = fill_holes(
         remove_small_objects(classes_at == wbc_id, max_size=counting.wbc_min_area_px - 1)
     )
-    wbc_labels, wbc_count = ndimage.label(wbc_mask)
-
     rbc_mask = (classes_at == rbc_id) & ~wbc_mask
     centres = centre_map(probs, rbc_mask, metadata)
-    peaks = peak_local_max(
-        np.where(rbc_mask, centres, 0.0),
-        min_distance=counting.min_peak_distance_px,
-        threshold_abs=counting.peak_threshold,
-        labels=ndimage.label(rbc_mask)[0],
-        exclude_border=False,
+    if counting.method == "cell_peaks" and metadata.output.has_centre:
+        wbc_labels = _split_wbcs(wbc_mask, centres, counting)
+    else:
+        wbc_labels = ndimage.label(wbc_mask)[0]
+    rbc_labels = _peak_instances(
+        rbc_mask,
+        centres,
+        counting.min_peak_distance_px,
+        counting.peak_threshold,
+        counting.rbc_min_area_px,
     )
-    markers = np.zeros(rbc_mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    rbc_labels = watershed(-centres, markers, mask=rbc_mask)
-    rbc_labels = remove_small_objects(rbc_labels, max_size=counting.rbc_min_area_px - 1)
+    platelet_labels = np.zeros_like(rbc_labels)
+    if platelet_id is not None:
+        platelet_mask = remove_small_objects(
+            (classes_at == platelet_id) & ~wbc_mask, max_size=counting.platelet_min_area_px - 1
+        )
+        platelet_labels = ndimage.label(platelet_mask)[0]
 
-    rbc_labels = relabel_sequential(rbc_labels)[0]
-    # WBCs take ids 1..wbc_count, RBCs the ids after them: an id alone tells the class
-    labels = np.where(wbc_mask, wbc_labels, np.where(rbc_labels > 0, rbc_labels + wbc_count, 0))
-    labels = labels.astype(np.int32)
+    # WBCs take ids 1..w, RBCs the next ones, platelets the last: an id alone tells the class
+    labels = np.zeros(rbc_labels.shape, dtype=np.int32)
+    classes: dict[int, int] = {}
+    offset = 0
+    for class_id, layer in (
+        (wbc_id, wbc_labels),
+        (rbc_id, rbc_labels),
+        (platelet_id, platelet_labels),
+    ):
+        found = int(layer.max())
+        if not found:
+            continue
+        free = (labels == 0) & (layer > 0)
+        labels[free] = layer[free] + offset
+        classes.update({offset + i: class_id for i in range(1, found + 1)})
+        offset += found
+    labels, forward, _ = relabel_sequential(labels)
+    classes = {int(forward[old]): cid for old, cid in classes.items() if forward[old]}
     count = int(labels.max())
-    own_class_prob = np.where(wbc_mask, class_probs[..., wbc_id], class_probs[..., rbc_id])
+    lookup = np.zeros(count + 1, dtype=np.int64)
+    for instance_id, class_id in classes.items():
+        lookup[instance_id] = class_id
+    own_class_prob = np.take_along_axis(class_probs, lookup[labels][..., None], axis=-1)[..., 0]
     sums = np.bincount(labels.ravel(), weights=own_class_prob.ravel(), minlength=count + 1)
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     means = sums[1:] / np.maximum(areas[1:], 1)
-    classes = {i: wbc_id if i <= wbc_count else rbc_id for i in range(1, count + 1)}
     scores = {i: float(mean) for i, mean in enumerate(means, start=1)}
-    return Instances(labels=labels, classes=classes, scores=scores)
+    return Instances(labels=labels.astype(np.int32), classes=classes, scores=scores)
 
 
 def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:

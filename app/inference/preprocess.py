@@ -31,13 +31,18 @@ def channel_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(np.maximum(variance, 0.0))
 
 
-def normalize_image(image: np.ndarray, spec: Normalization) -> np.ndarray:
+def normalize_image(
+    image: np.ndarray,
+    spec: Normalization,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Standardise each channel of an RGB uint8 image by the image's own mean and std.
 
     Statistics come from the whole image (never a tile) so that tiles of one image agree,
-    and they make the network indifferent to stain intensity and exposure.
+    and they make the network indifferent to stain intensity and exposure. A part of an image
+    passes the whole image's `stats` (channel_stats) to be normalised like the rest of it.
     """
-    mean, std = channel_stats(image)
+    mean, std = stats if stats is not None else channel_stats(image)
     mean, std = mean / 255.0, np.maximum(std / 255.0, spec.min_std)
     out = image.astype(np.float32)
     out *= (1.0 / (255.0 * std)).astype(np.float32)

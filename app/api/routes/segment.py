@@ -31,6 +31,26 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+COUNT_HEADERS = {"rbc": "X-Count-RBC", "wbc": "X-Count-WBC", "platelet": "X-Count-Platelet"}
+SUMMARY_HEADERS = [
+    *COUNT_HEADERS.values(),
+    "X-Scale",
+    "X-RBC-Diameter-Px",
+    "X-Scale-Source",
+    "X-Warnings",
+]
+
+
+def summary_headers(body: dict) -> dict[str, str]:
+    """What a picture-only (PNG) response carries of the JSON body: counts, scale, warnings."""
+    headers = {COUNT_HEADERS[name]: str(count) for name, count in body["counts"].items()}
+    headers["X-Scale"] = str(body["scale"])
+    headers["X-RBC-Diameter-Px"] = str(body["rbc_diameter_px"])
+    headers["X-Scale-Source"] = body["scale_source"]
+    headers["X-Warnings"] = ",".join(w["code"] for w in body["warnings"])
+    return headers
+
+
 @router.post(
     "/segment",
     response_model=SegmentResponse,
@@ -40,9 +60,10 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
                 "image/png": {"schema": {"type": "string", "format": "binary"}},
                 GEOJSON: {"schema": {"type": "object"}},
             },
-            "description": "JSON; or the overlay PNG itself with X-Count-RBC / X-Count-WBC "
-            "when Accept: image/png; or a QuPath GeoJSON FeatureCollection of the cells when "
-            "Accept: application/geo+json",
+            "description": "JSON; or the overlay PNG itself when Accept: image/png, with "
+            "X-Count-RBC / X-Count-WBC / X-Count-Platelet (models with platelets), X-Scale, "
+            "X-RBC-Diameter-Px, X-Scale-Source and X-Warnings (comma-separated codes); or a "
+            "QuPath GeoJSON FeatureCollection of the cells when Accept: application/geo+json",
         },
         **error_responses(
             (400, "malformed multipart body"),
@@ -96,9 +117,9 @@ async def segment(
         embed=not (wants_png or wants_geojson),
     )
     if wants_png:
-        counts = result.body["counts"]
-        headers = {"X-Count-RBC": str(counts["rbc"]), "X-Count-WBC": str(counts["wbc"])}
-        return Response(result.pngs["overlay"], media_type="image/png", headers=headers)
+        return Response(
+            result.pngs["overlay"], media_type="image/png", headers=summary_headers(result.body)
+        )
     if wants_geojson:
         return JSONResponse(result.body["geojson"], media_type=GEOJSON)
     return result.body

@@ -1,0 +1,75 @@
+"""Warnings a user must read before trusting a result: what the response's `warnings` holds.
+
+Each warning has a stable `code` (also sent in the PNG response's X-Warnings header) and a
+message in words. The README documents every code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.inference.metadata import ModelMetadata
+from app.inference.pipeline import ScaleChoice, Segmentation
+
+# cells cover less than this share of the image: mostly empty glass, or not a smear at all
+MIN_CELL_COVER = 0.05
+# RBC discs of the image's RBC diameter would cover more than this share of the image: more
+# RBCs than fit, so cells were split (or the scale is wrong)
+MAX_RBC_PACKING = 1.1
+
+
+@dataclass(frozen=True)
+class Warning:
+    """One thing the user must know about this result."""
+
+    code: str
+    message: str
+
+
+def result_warnings(
+    segmentation: Segmentation, choice: ScaleChoice, metadata: ModelMetadata
+) -> list[Warning]:
+    """The warnings for one result, in a fixed order."""
+    found: list[Warning] = []
+    estimate = choice.estimate
+    if estimate is not None and not estimate.confident:
+        found.append(
+            Warning(
+                "scale_low_confidence",
+                f"the magnification was estimated from {estimate.cells_measured} RBC(s) "
+                f"(diameter {estimate.rbc_diameter_px:.0f} px, spread {estimate.spread:.2f}); "
+                "pass rbc_diameter if you know it",
+            )
+        )
+    trained = metadata.trained_diameter_range_px()
+    if trained is not None and not trained[0] <= choice.rbc_diameter_px <= trained[1]:
+        found.append(
+            Warning(
+                "magnification_out_of_range",
+                f"RBCs of {choice.rbc_diameter_px:.0f} px are outside the {trained[0]:.0f}-"
+                f"{trained[1]:.0f} px RBC diameters the model was trained on; counts may be "
+                "less accurate",
+            )
+        )
+    mask = segmentation.mask
+    cover = float(np.count_nonzero(mask)) / max(mask.size, 1)
+    if cover < MIN_CELL_COVER:
+        found.append(
+            Warning(
+                "mostly_background",
+                f"cells cover {cover:.1%} of the image; is it a blood smear, in focus?",
+            )
+        )
+    rbcs = segmentation.counts.get("rbc", 0)
+    packing = rbcs * np.pi * (choice.rbc_diameter_px / 2) ** 2 / max(mask.size, 1)
+    if packing > MAX_RBC_PACKING:
+        found.append(
+            Warning(
+                "count_unusually_high",
+                f"{rbcs} RBCs of {choice.rbc_diameter_px:.0f} px would cover {packing:.0%} of "
+                "the image: cells were probably split; check the magnification",
+            )
+        )
+    return found

@@ -1,0 +1,177 @@
+"""Score a model the way a new user meets it: validation images of every source, sent with no
+hint (the service estimates the magnification), including blood-cell-detection resampled to
+other magnifications. Prints a Markdown table and writes JSON.
+
+    python scripts/evaluate_microscopes.py --model models/bloodseg/2.0.0 \
+        --out docs/benchmark/microscopes-2.0.0.json
+
+Per set: RBC count MAE and F1, WBC F1, platelet F1 (where platelets are boxed), the share of
+images whose estimated RBC diameter is within 12 % of the boxes' median, and the estimate's cost
+against the network pass that follows it (both timed here, one after the other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.inference.decode import load_image
+from app.inference.metadata import read_metadata, resolve_model_dir
+from app.inference.pipeline import estimated_scale, given_scale, segment_image
+from app.inference.preprocess import rescale_image
+from app.inference.runner import OnnxSegmenter, RunnerOptions
+from training.augment import scale_boxes
+from training.data import (
+    AnnotatedImage,
+    DataError,
+    load_dataset,
+    median_rbc_diameter,
+    source_of,
+    split_dataset,
+)
+from training.metrics import DetectionTally, match_cells
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+RESAMPLED = (0.6, 1.6, 2.2)
+WITHIN = 0.12
+
+
+def evaluation_sets(limit: int) -> list[tuple[str, list[AnnotatedImage], float]]:
+    """(name, images, resampling factor): blood-cell-detection val at native scale and
+    resampled, then each TXL-PBC source's val images."""
+    bcd_root = DATASETS / "blood-cell-detection"
+    bcd = split_dataset(bcd_root, load_dataset(bcd_root), "val", 0.2, 7)
+    sets = [("blood-cell-detection val", bcd, 1.0)]
+    sets += [(f"blood-cell-detection val x{f:g}", bcd, f) for f in RESAMPLED]
+    txl_root = DATASETS / "txl-pbc"
+    txl = split_dataset(txl_root, load_dataset(txl_root), "val", 0.2, 7)
+    sizes = {(i.width, i.height) for i in txl}
+    by_source: dict[str, list[AnnotatedImage]] = {}
+    for image in txl:
+        by_source.setdefault(source_of(txl_root, image, sizes), []).append(image)
+    for source, images in sorted(by_source.items()):
+        sets.append((f"{source} val", images, 1.0))
+    return [(name, images[:limit] if limit else images, f) for name, images, f in sets]
+
+
+def score_set(
+    segmenter: OnnxSegmenter,
+    images: list[AnnotatedImage],
+    factor: float,
+    hint: bool,
+    probe: bool = True,
+) -> dict:
+    """Scores of one set; with `hint` the true RBC diameter is passed instead of estimated,
+    without `probe` the estimate is the coarse step's alone."""
+    metadata = segmenter.metadata
+    names = [c.name for c in metadata.classes[1:]]
+    tallies = {name: DetectionTally() for name in names}
+    within, estimate_ms, network_ms, ratios, warned = [], [], [], [], 0
+    for annotated in images:
+        image = rescale_image(load_image(annotated.path), factor)
+        boxes = scale_boxes(list(annotated.boxes), image.shape[1] / annotated.width)
+        try:
+            truth = median_rbc_diameter([annotated]) * image.shape[1] / annotated.width
+        except DataError:
+            truth = None
+        started = time.perf_counter()
+        if hint and truth is not None:
+            choice = given_scale(metadata, truth, None)
+        else:
+            choice = estimated_scale(image, metadata, segmenter.run_batch if probe else None)
+        spent = (time.perf_counter() - started) * 1000
+        segmentation = segment_image(image, segmenter, choice.scale)
+        if choice.estimate is not None:
+            estimate_ms.append(spent)
+            network_ms.append(segmentation.timings_ms["inference"])
+            if truth is not None:
+                ratios.append(choice.rbc_diameter_px / truth)
+                within.append(abs(choice.rbc_diameter_px / truth - 1) <= WITHIN)
+            warned += not choice.estimate.confident
+        scored = [n for n in names if n != "platelet" or annotated.platelets_complete]
+        for name, match in match_cells(segmentation.cells, boxes, scored).items():
+            tallies[name].add(match)
+    result = {
+        "images": len(images),
+        **{name: t.summary() for name, t in tallies.items() if t.count_errors},
+    }
+    if estimate_ms:
+        result["estimate"] = {
+            "within_12pct": round(float(np.mean(within)), 3) if within else None,
+            "median_ratio": round(float(np.median(ratios)), 3) if ratios else None,
+            "low_confidence": warned,
+            "median_ms": round(float(np.median(estimate_ms)), 1),
+            "median_network_ms": round(float(np.median(network_ms)), 1),
+            "median_cost_share": round(
+                float(np.median(np.array(estimate_ms) / np.array(network_ms))), 3
+            ),
+        }
+    return result
+
+
+def table(results: dict) -> str:
+    """The README's Markdown table."""
+    lines = [
+        "| set (no hint) | images | RBC count MAE | RBC F1 | WBC F1 | platelet F1 | "
+        "estimate within 12 % | estimate ms (share of network) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        est = r.get("estimate") or {}
+        platelet = r.get("platelet", {}).get("f1")
+        lines.append(
+            f"| {name} | {r['images']} | {r['rbc']['count_mae']:.2f} | {r['rbc']['f1']:.3f} | "
+            f"{r['wbc']['f1']:.3f} | {'-' if platelet is None else f'{platelet:.3f}'} | "
+            f"{est.get('within_12pct', '-')} | "
+            f"{est.get('median_ms', '-')} ({est.get('median_cost_share', '-')}) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/bloodseg")
+    parser.add_argument("--out", help="write the results here as JSON")
+    parser.add_argument("--limit", type=int, default=0, help="images per set (0: all)")
+    parser.add_argument(
+        "--hint", action="store_true", help="pass each image's true RBC diameter instead"
+    )
+    parser.add_argument(
+        "--no-probe", dest="probe", action="store_false", help="estimate without the probe"
+    )
+    args = parser.parse_args()
+    model_dir = resolve_model_dir(Path(args.model))
+    metadata = read_metadata(model_dir / "model.json")
+    segmenter = OnnxSegmenter(
+        model_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
+    )
+    results = {}
+    for name, images, factor in evaluation_sets(args.limit):
+        results[name] = score_set(segmenter, images, factor, args.hint, args.probe)
+        print(name, json.dumps(results[name]), flush=True)
+    print(f"\nbloodseg {metadata.version}{' (true diameter given)' if args.hint else ''}\n")
+    print(table(results))
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "model": metadata.version,
+                    "hint": args.hint,
+                    "probe": args.probe,
+                    "sets": results,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
