@@ -131,7 +131,9 @@ def process(image: Path, name: str, out: Path, formats: set[str], segment: Segme
         "counts": body["counts"],
         "cells": body["cells"],
         "scale": body["scale"],
-        "warnings": body.get("warnings", []),
+        "rbc_diameter_px": body["rbc_diameter_px"],
+        "scale_source": body["scale_source"],
+        "warnings": body["warnings"],
     }
     (out / "results" / f"{name}.json").write_text(json.dumps(record))
     return record
@@ -151,11 +153,13 @@ def write_tables(out: Path, records: list[dict], training_diameter: float) -> No
     classes = list(dict.fromkeys(k for r in records for k in r.get("counts", {})))
     with (out / "summary.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image", *classes, "scale", "rbc_diameter_px", "warnings", "error"])
+        writer.writerow(
+            ["image", *classes, "scale", "rbc_diameter_px", "scale_source", "warnings", "error"]
+        )
         for record in records:
             if record.get("error"):
                 writer.writerow(
-                    [record["image"], *[""] * len(classes), "", "", "", record["error"]]
+                    [record["image"], *[""] * len(classes), "", "", "", "", record["error"]]
                 )
                 continue
             scale = record["scale"]
@@ -164,8 +168,9 @@ def write_tables(out: Path, records: list[dict], training_diameter: float) -> No
                     record["image"],
                     *[record["counts"].get(c, 0) for c in classes],
                     scale,
-                    round(training_diameter / scale, 2),
-                    "; ".join(record["warnings"]),
+                    record.get("rbc_diameter_px", round(training_diameter / scale, 2)),
+                    record.get("scale_source", ""),
+                    "; ".join(w["code"] for w in record["warnings"]),
                     "",
                 ]
             )

@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.conftest import FIXTURE_BCCD as BCCD
 from tests.conftest import FIXTURE_BCD as BCD
-from training.data import load_dataset
+from training.data import load_dataset, median_rbc_diameter
 
 BCD_IMAGE = "image-2.png"
 
@@ -43,8 +43,17 @@ def test_counts_are_close_to_the_annotations(client, annotations):
         assert abs(body["counts"]["rbc"] - true_rbc) <= max(4, 0.2 * true_rbc)
         assert body["counts"]["wbc"] == sum(b.label == "wbc" for b in truth)
         assert body["model"]["provider"] == "CPUExecutionProvider"
+        # sent with no hint: the magnification is estimated, and said so
+        assert body["scale_source"] == "estimated"
+        true_diameter = median_rbc_diameter([annotations[name]])
+        assert abs(body["rbc_diameter_px"] / true_diameter - 1) < 0.2
+        assert body["scale"] == pytest.approx(
+            model_diameter(client) / body["rbc_diameter_px"], rel=1e-3
+        )
+        assert isinstance(body["warnings"], list)
         assert set(body["timings_ms"]) == {
             "decode",
+            "estimate_scale",
             "preprocess",
             "inference",
             "postprocess",
@@ -53,19 +62,31 @@ def test_counts_are_close_to_the_annotations(client, annotations):
         }
 
 
+def model_diameter(client) -> float:
+    return client.get("/model").json()["rbc_diameter_px"]
+
+
+def test_a_given_scale_is_used_as_given(client):
+    data = (BCD / "images" / BCD_IMAGE).read_bytes()
+    body = post(client, "/segment?include=&scale=1", data).json()
+    assert body["scale"] == 1 and body["scale_source"] == "given"
+    assert body["rbc_diameter_px"] == pytest.approx(model_diameter(client), abs=0.01)
+    assert "estimate_scale" not in body["timings_ms"]
+
+
 def test_pictures_match_the_input_size_and_the_cells(client):
     body = post(client, "/segment", (BCD / "images" / BCD_IMAGE).read_bytes()).json()
     assert body["image"] == {"width": 256, "height": 256}
     mask, instances, overlay = (decode_png(body[k]) for k in ("mask", "instances", "overlay"))
     assert mask.shape == instances.shape == (256, 256) and overlay.shape == (256, 256, 3)
     assert instances.dtype == np.uint16 and mask.dtype == np.uint8
-    assert set(np.unique(mask)) <= {0, 1, 2}
+    assert set(np.unique(mask)) <= {0, 1, 2, 3}
     assert sorted(c["id"] for c in body["cells"]) == sorted(set(np.unique(instances)) - {0})
     assert sum(c["label"] == "rbc" for c in body["cells"]) == body["counts"]["rbc"]
     for cell in body["cells"]:
         pixels = instances == cell["id"]
         assert pixels.sum() == cell["area"]
-        assert (mask[pixels] == {"rbc": 1, "wbc": 2}[cell["label"]]).all()
+        assert (mask[pixels] == {"rbc": 1, "wbc": 2, "platelet": 3}[cell["label"]]).all()
         ys, xs = np.nonzero(pixels)
         assert cell["bbox"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
         assert 0 < cell["score"] <= 1
@@ -86,8 +107,15 @@ def test_accept_png_returns_the_overlay(client):
     response = post(client, "/segment", data, headers={"Accept": "image/png"})
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(response.content)).size == (256, 256)
+    body = post(client, "/segment?include=", data).json()
     assert int(response.headers["X-Count-RBC"]) == counts["rbc"]
     assert int(response.headers["X-Count-WBC"]) == counts["wbc"]
+    if "platelet" in counts:
+        assert int(response.headers["X-Count-Platelet"]) == counts["platelet"]
+    assert response.headers["X-Scale-Source"] == "estimated"
+    assert float(response.headers["X-Scale"]) == body["scale"]
+    assert float(response.headers["X-RBC-Diameter-Px"]) == body["rbc_diameter_px"]
+    assert response.headers["X-Warnings"] == ",".join(w["code"] for w in body["warnings"])
 
 
 def segment_bccd_image(client) -> dict:
@@ -120,6 +148,7 @@ def test_a_cell_on_a_tile_border_is_counted_once(client, annotations):
 
     The image is a window on a strip of real smears (image-2 second), so that every pixel is
     real content: a flat fill would skew the per-image normalisation and test that instead.
+    It is sent at scale 1, so that the tiles fall where this test puts them.
     """
     names = ("image-4.png", BCD_IMAGE, "image-7.png", "image-10.png")
     strip = np.hstack([np.array(Image.open(BCD / "images" / n).convert("RGB")) for n in names])
@@ -128,7 +157,8 @@ def test_a_cell_on_a_tile_border_is_counted_once(client, annotations):
 
     def segment_with_image_at(left: int) -> tuple[list[dict], list[dict]]:
         """The WBCs over image-2's WBC and the RBCs inside image-2, image-2 at x=left."""
-        body = post(client, "/segment", png_of(strip[:, 256 - left : 956 - left])).json()
+        window = png_of(strip[:, 256 - left : 956 - left])
+        body = post(client, "/segment?scale=1", window).json()
         wbc_x = (left + wbc.x_min, left + wbc.x_max)
         wbcs = [
             c
@@ -160,3 +190,38 @@ def test_scale_resamples_and_reports_in_input_pixels(client):
     alone = post(client, "/segment", png_of(image)).json()
     assert body["counts"]["wbc"] == alone["counts"]["wbc"]
     assert abs(body["counts"]["rbc"] - alone["counts"]["rbc"]) <= 3
+
+
+def paste_wbc(canvas: np.ndarray, source: np.ndarray, box, left: int, top: int) -> None:
+    """Paste the ellipse inscribed in a WBC's box from `source` onto `canvas` at (left, top)."""
+    x0, y0, x1, y1 = (round(v) for v in (box.x_min, box.y_min, box.x_max, box.y_max))
+    crop = source[y0:y1, x0:x1]
+    ys, xs = np.mgrid[0 : y1 - y0, 0 : x1 - x0]
+    inside = ((ys + 0.5 - (y1 - y0) / 2) / ((y1 - y0) / 2)) ** 2 + (
+        (xs + 0.5 - (x1 - x0) / 2) / ((x1 - x0) / 2)
+    ) ** 2 <= 1.0
+    region = canvas[top : top + y1 - y0, left : left + x1 - x0]
+    region[inside] = crop[inside]
+
+
+def test_two_touching_wbcs_are_two_cells_and_one_stays_one(client, annotations):
+    """Two copies of image-4's real WBC (a lobed nucleus), pasted side by side and touching
+    onto image-10, a real smear with no WBC of its own."""
+    source = np.array(Image.open(BCD / "images" / "image-4.png").convert("RGB"))
+    (wbc,) = [b for b in annotations["image-4.png"].boxes if b.label == "wbc"]
+    width = round(wbc.x_max) - round(wbc.x_min)
+    smear = np.array(Image.open(BCD / "images" / "image-10.png").convert("RGB"))
+
+    one = smear.copy()
+    paste_wbc(one, source, wbc, 80, 80)
+    single = post(client, "/segment?include=&rbc_diameter=54", png_of(one)).json()
+    assert single["counts"]["wbc"] == 1
+
+    two = smear.copy()
+    paste_wbc(two, source, wbc, 40, 80)
+    paste_wbc(two, source, wbc, 40 + width - 6, 80)  # the two cells overlap by 6 px
+    body = post(client, "/segment?include=&rbc_diameter=54", png_of(two)).json()
+    assert body["counts"]["wbc"] == 2
+    centres = sorted(c["centroid"][0] for c in body["cells"] if c["label"] == "wbc")
+    expected = [40 + width / 2, 40 + width - 6 + width / 2]
+    assert all(abs(c - e) < width / 4 for c, e in zip(centres, expected, strict=True))

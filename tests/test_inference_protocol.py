@@ -68,7 +68,11 @@ def test_infer_matches_segment(client, server, data, params):
     assert mask.shape == instances.shape == size and mask.dtype == np.uint8
     cells = json.loads(result.as_numpy("cells")[0])
     assert cells == expected["cells"]
-    assert instances.max() == len(cells) and set(np.unique(mask)) <= {0, 1, 2}
+    assert instances.max() == len(cells) and set(np.unique(mask)) <= {0, 1, 2, 3}
+    parameters = result.get_response()["parameters"]
+    assert parameters["scale"] == expected["scale"]
+    assert parameters["scale_source"] == ("given" if params else "estimated")
+    assert parameters["warnings"] == ",".join(w["code"] for w in expected["warnings"])
 
 
 def test_json_inputs_and_outputs_give_the_same_counts(client, server):

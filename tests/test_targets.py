@@ -61,7 +61,9 @@ def test_platelets_are_a_fourth_class_drawn_over_rbcs_and_unlabelled_where_never
     assert not targets.ambiguous.any()
     three = make_targets(boxes, 40, 100, "ellipses", num_classes=3)  # a 1.x model: no platelets
     assert three.classes[20, 20] == 1 and three.allowed.shape[-1] == 3
-    unlabelled = make_targets(boxes[:1], 40, 100, "ellipses", platelets_complete=False, num_classes=4)
+    unlabelled = make_targets(
+        boxes[:1], 40, 100, "ellipses", platelets_complete=False, num_classes=4
+    )
     assert list(unlabelled.allowed[20, 95]) == [True, False, False, True]
     assert list(unlabelled.allowed[20, 20]) == [False, True, False, False]
     assert unlabelled.centre_weight[20, 95] == 1  # RBCs are complete: their centres are known

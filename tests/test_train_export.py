@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURE_BCCD, FIXTURE_BCD
+from tests.conftest import FIXTURE_BCCD, FIXTURE_BCD, FIXTURES
+
+FIXTURE_TXL = FIXTURES / "txl-pbc"
 
 pytestmark = pytest.mark.slow
 
@@ -143,3 +145,76 @@ def test_publish_then_evaluate_the_published_model(tiny_run, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 1 and result["split"] == "val"  # 0.2 of the 6 fixture images
     assert 0.0 <= result["pixel_accuracy"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def platelet_run(tmp_path_factory) -> Path:
+    """The 2.x recipe, tiny: platelets, a YOLO dataset of several sources, a fixed number of
+    samples per epoch weighted by source, a chosen training diameter, wide scale jitter."""
+    from training.cli import main
+
+    run_dir = tmp_path_factory.mktemp("platelets")
+    args = [
+        "train",
+        "--data",
+        str(FIXTURE_BCD),
+        str(FIXTURE_TXL),
+        "--partial-rbc-data",
+        "--run-dir",
+        str(run_dir),
+        "--platelets",
+        "--train-rbc-diameter-px",
+        "40",
+        "--scale-range",
+        "1.4",
+        "--samples-per-epoch",
+        "8",
+        "--val-per-source",
+        "1",
+        "--size-samples-per-source",
+        "4",
+        "--crop-size",
+        "64",
+        "--base-filters",
+        "4",
+        "--depth",
+        "2",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--version",
+        "2.0.0-test",
+    ]
+    assert main(args) == 0
+    return run_dir
+
+
+def test_the_platelet_recipe_exports_four_classes_a_size_regressor_and_per_source_scores(
+    platelet_run,
+):
+    from app.inference.magnification import PERCENTILES, WINDOW
+    from app.inference.metadata import read_metadata
+
+    metadata = read_metadata(platelet_run / "export" / "model.json")
+    assert [c.name for c in metadata.classes] == ["background", "rbc", "wbc", "platelet"]
+    assert metadata.output.channels == ["background", "rbc", "wbc", "platelet", "centre"]
+    assert metadata.rbc_diameter_px == 40 and metadata.counting.method == "cell_peaks"
+    assert metadata.counting.wbc_min_peak_distance_px == 30
+    regressor = metadata.size_regressor
+    assert len(regressor["weights"]) == (2 * WINDOW + 1) * len(PERCENTILES)
+    bcd, txl = metadata.datasets
+    assert not bcd["platelets_complete"] and txl["platelets_complete"]
+    assert {s["source"] for s in txl["sources"]} == {
+        "txl-pbc:640x480",
+        "txl-pbc:360x363",
+        "txl-pbc:575x575",
+        "txl-pbc:416x416",
+    }
+    low, high = metadata.trained_diameter_range_px()
+    assert low < bcd["rbc_diameter_px"] < high
+    scored = {k for k in metadata.metrics if k.startswith("val:")}
+    assert "val:blood-cell-detection" in scored and "val:txl-pbc:575x575" in scored
+    # platelets are scored only where they are boxed
+    assert "platelet" not in metadata.metrics["val:blood-cell-detection"]
+    assert "platelet" in metadata.metrics["val:txl-pbc:575x575"]

@@ -85,7 +85,7 @@ def test_upload_shows_the_services_counts_cells_and_pictures(page, server):
     assert int(page.get_by_test_id("count-wbc").inner_text()) == expected["wbc"]
     rows = page.locator("table.cells tbody tr")
     assert rows.count() == expected["rbc"] + expected["wbc"]
-    assert "training scale" in page.get_by_test_id("magnification").inner_text()
+    assert "estimated from the image" in page.get_by_test_id("magnification").inner_text()
 
     view = page.locator("img.view")
     assert "base64" in view.get_attribute("src")
@@ -125,7 +125,7 @@ def test_a_given_diameter_is_used_and_shown(page, server):
     magnification = page.get_by_test_id("magnification")
     magnification.wait_for(timeout=60_000)
     page.get_by_test_id("count-rbc").wait_for()
-    assert "given: RBCs of 80 px" in magnification.inner_text()
+    assert "given: RBCs of 80.0 px" in magnification.inner_text()
     assert page.problems == []
 
 

@@ -33,6 +33,7 @@ class TrainConfig:
     scale_range: float = 1.15  # scale augmentation, log-uniform in [1/range, range]
     samples_per_epoch: int = 0  # 0: one pass over the training images per epoch
     val_per_source: int = 0  # validation crops per source during training; 0: all
+    size_samples_per_source: int = 300  # images (resampled) the size regressor fits per source
     max_images: int = 0
     strict: bool = False
     tune_counting: bool = True

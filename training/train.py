@@ -100,7 +100,8 @@ def load_splits(config: TrainConfig) -> Splits:
             chosen = {s: [i for i in items if i in set(members)] for s, items in parts.items()}
             train += prepare_examples(chosen["train"], scale, source)
             val += prepare_examples(chosen["val"], scale, source)
-            val_sets.append((source, chosen["val"], diameter))
+            if chosen["val"]:
+                val_sets.append((source, chosen["val"], diameter))
             tune_sets.append((source, chosen["train"], diameter))
             sources.append(
                 {
@@ -325,7 +326,9 @@ def export_and_score(
             if images and images[0].rbc_complete
         )
     complete = [images for _, images, _ in splits.tune_sets if images and images[0].rbc_complete]
-    metadata.size_regressor, size_fit = fit_size_regressor(complete)
+    metadata.size_regressor, size_fit = fit_size_regressor(
+        complete, config.size_samples_per_source, config.seed
+    )
     metrics = {
         "size_regressor_fit": size_fit,
         "parity": {

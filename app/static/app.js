@@ -136,11 +136,21 @@ async function render(card, file, body) {
     return item;
   }));
 
-  const diameter = model ? (model.rbc_diameter_px / body.scale).toFixed(1) : "?";
-  const given = card.dataset.diameter;
-  $(".magnification", card).textContent = given
-    ? `Magnification given: RBCs of ${given} px, resampled by ×${body.scale}.`
-    : `Magnification: the model's training scale (RBCs of ${diameter} px, ×${body.scale}).`;
+  const how = {
+    given: "given",
+    estimated: "estimated from the image",
+    default: "the model's training scale",
+  }[body.scale_source];
+  $(".magnification", card).textContent =
+    `Magnification ${how}: RBCs of ${body.rbc_diameter_px.toFixed(1)} px, resampled by ×${body.scale}.`;
+  const warnings = $(".warnings", card);
+  warnings.replaceChildren(...body.warnings.map((w) => {
+    const item = document.createElement("li");
+    item.dataset.code = w.code;
+    item.textContent = w.message;
+    return item;
+  }));
+  warnings.hidden = body.warnings.length === 0;
 
   const views = {
     overlay: `data:image/png;base64,${body.overlay}`,

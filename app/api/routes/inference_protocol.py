@@ -211,7 +211,16 @@ async def infer(
     tensors = [
         t for t in output_tensors(model, result.body, result.segmentation) if t.name in wanted
     ]
-    reply = {"model_name": model.metadata.name, "model_version": model.metadata.version}
+    reply = {
+        "model_name": model.metadata.name,
+        "model_version": model.metadata.version,
+        "parameters": {
+            "scale": result.body["scale"],
+            "rbc_diameter_px": result.body["rbc_diameter_px"],
+            "scale_source": result.body["scale_source"],
+            "warnings": ",".join(w["code"] for w in result.body["warnings"]),
+        },
+    }
     if isinstance(header.get("id"), str):
         reply["id"] = header["id"]
     content, header_length = encode_response(reply, tensors, wanted)

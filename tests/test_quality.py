@@ -1,0 +1,91 @@
+"""The warnings a result carries: each one raised by the situation it names, and only then."""
+
+import numpy as np
+import pytest
+
+from app.inference.magnification import SizeEstimate
+from app.inference.metadata import read_metadata, resolve_model_dir
+from app.inference.pipeline import ScaleChoice, Segmentation, given_scale
+from app.inference.postprocess import Instances
+from app.inference.quality import result_warnings
+from tests.conftest import SHIPPED_MODEL
+
+
+@pytest.fixture(scope="module")
+def metadata():
+    return read_metadata(resolve_model_dir(SHIPPED_MODEL) / "model.json")
+
+
+def segmentation(mask: np.ndarray, rbc: int) -> Segmentation:
+    labels = mask.astype(np.int32)
+    return Segmentation(
+        instances=Instances(labels, {}, {}),
+        mask=mask,
+        cells=[],
+        counts={"rbc": rbc, "wbc": 0},
+    )
+
+
+def codes(found) -> list[str]:
+    return [w.code for w in found]
+
+
+def smear_mask(cover: float) -> np.ndarray:
+    mask = np.zeros((200, 200), dtype=np.uint8)
+    mask[: round(200 * cover)] = 1
+    return mask
+
+
+def test_a_plain_smear_at_a_given_scale_has_no_warning(metadata):
+    choice = given_scale(metadata, metadata.rbc_diameter_px, None)
+    assert codes(result_warnings(segmentation(smear_mask(0.6), 10), choice, metadata)) == []
+
+
+def test_mostly_background(metadata):
+    choice = given_scale(metadata, metadata.rbc_diameter_px, None)
+    found = result_warnings(segmentation(smear_mask(0.01), 0), choice, metadata)
+    assert codes(found) == ["mostly_background"] and "1.0%" in found[0].message
+
+
+def test_more_rbcs_than_fit_is_unusually_high(metadata):
+    choice = given_scale(metadata, metadata.rbc_diameter_px, None)
+    fits = 200 * 200 / (np.pi * (metadata.rbc_diameter_px / 2) ** 2)
+    assert "count_unusually_high" not in codes(
+        result_warnings(segmentation(smear_mask(0.6), int(fits * 0.8)), choice, metadata)
+    )
+    assert "count_unusually_high" in codes(
+        result_warnings(segmentation(smear_mask(0.6), int(fits * 1.5)), choice, metadata)
+    )
+
+
+def test_a_magnification_outside_the_training_range(metadata):
+    low, high = metadata.trained_diameter_range_px()
+    for diameter in (low * 0.8, high * 1.2):
+        choice = given_scale(metadata, diameter, None)
+        found = codes(result_warnings(segmentation(smear_mask(0.6), 1), choice, metadata))
+        assert found == ["magnification_out_of_range"]
+    inside = given_scale(metadata, (low + high) / 2, None)
+    assert codes(result_warnings(segmentation(smear_mask(0.6), 1), inside, metadata)) == []
+
+
+def test_an_unsure_estimate(metadata):
+    diameter = metadata.rbc_diameter_px
+    unsure = SizeEstimate(diameter, diameter, 2, 0.5, False)
+    choice = ScaleChoice(1.0, diameter, "estimated", unsure)
+    found = result_warnings(segmentation(smear_mask(0.6), 5), choice, metadata)
+    assert codes(found) == ["scale_low_confidence"] and "2 RBC" in found[0].message
+    sure = ScaleChoice(1.0, diameter, "estimated", SizeEstimate(diameter, diameter, 9, 0.1, True))
+    assert codes(result_warnings(segmentation(smear_mask(0.6), 5), sure, metadata)) == []
+
+
+def test_warnings_reach_the_response(client):
+    from tests.conftest import FIXTURE_BCD
+
+    data = (FIXTURE_BCD / "images" / "image-2.png").read_bytes()
+    response = client.post(
+        "/segment?include=&rbc_diameter=12", files={"image": ("a.png", data, "image/png")}
+    )
+    body = response.json()
+    assert response.status_code == 200
+    assert "magnification_out_of_range" in [w["code"] for w in body["warnings"]]
+    assert all(w["message"] for w in body["warnings"])
