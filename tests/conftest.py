@@ -106,7 +106,9 @@ def make_client(**overrides):
     from app.core.config import Settings
     from app.main import create_app
 
-    settings = Settings(model_dir=SHIPPED_MODEL, providers=["CPUExecutionProvider"], **overrides)
+    settings = Settings(
+        **{"model_dir": SHIPPED_MODEL, "providers": ["CPUExecutionProvider"], **overrides}
+    )
     return TestClient(create_app(settings))
 
 

@@ -7,32 +7,42 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (saved as config.json in the run directory)."""
+    """Everything that defines a training run (saved as config.json in the run directory).
 
-    data: list[str] = field(default_factory=lambda: ["../shared/datasets/blood-cell-detection"])
-    partial_rbc_data: list[str] = field(default_factory=lambda: ["../shared/datasets/bccd"])
+    The defaults are the recipe of the shipped 2.0.0; 1.1.0's was blood-cell-detection with
+    BCCD as partial RBC data, no platelets, 16 filters, 256 crops, the first dataset's scale,
+    scale range 1.15 and one pass per epoch.
+    """
+
+    data: list[str] = field(
+        default_factory=lambda: [
+            "../shared/datasets/blood-cell-detection",
+            "../shared/datasets/txl-pbc",
+        ]
+    )
+    partial_rbc_data: list[str] = field(default_factory=list)
     run_dir: str = "runs/default"
     name: str = "bloodseg"
     version: str = ""
     targets: str = "ellipses"
-    base_filters: int = 16
+    base_filters: int = 12
     depth: int = 4
     batchnorm: bool = True
     tile_size: int = 256
-    crop_size: int = 256
+    crop_size: int = 160
     batch_size: int = 8
-    epochs: int = 75  # early stopping usually ends it sooner (the shipped 1.1.0 stopped at 72)
+    epochs: int = 70
     learning_rate: float = 2e-3
-    patience: int = 8
+    patience: int = 10
     val_fraction: float = 0.2
     seed: int = 7
     wbc_weight: float = 3.0
-    platelets: bool = False  # a fourth class; the 1.x models have none
+    platelets: bool = True  # a fourth class; the 1.x models have none
     platelet_weight: float = 3.0
-    train_rbc_diameter_px: float = 0.0  # 0: the first dataset's median RBC diameter
-    scale_range: float = 1.15  # scale augmentation, log-uniform in [1/range, range]
-    samples_per_epoch: int = 0  # 0: one pass over the training images per epoch
-    val_per_source: int = 0  # validation crops per source during training; 0: all
+    train_rbc_diameter_px: float = 40.0  # 0: the first dataset's median RBC diameter
+    scale_range: float = 1.4  # scale augmentation, log-uniform in [1/range, range]
+    samples_per_epoch: int = 384  # 0: one pass over the training images per epoch
+    val_per_source: int = 16  # validation crops per source during training; 0: all
     size_samples_per_source: int = 300  # images (resampled) the size regressor fits per source
     max_images: int = 0
     strict: bool = False

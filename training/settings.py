@@ -10,7 +10,10 @@ class TrainingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BLOODSEG_TRAIN_")
 
-    data: list[str] = ["../shared/datasets/blood-cell-detection"]
-    partial_rbc_data: list[str] = ["../shared/datasets/bccd"]
+    data: list[str] = [
+        "../shared/datasets/blood-cell-detection",
+        "../shared/datasets/txl-pbc",
+    ]
+    partial_rbc_data: list[str] = []
     run_dir: str = "runs/default"
     models_dir: str = "models"
