@@ -1,6 +1,6 @@
 """Readiness, model description, metrics and request ids."""
 
-from tests.conftest import fixture_image
+from tests.conftest import FIXTURE_BCCD
 
 
 def test_ready_and_model_description(client):
@@ -10,7 +10,8 @@ def test_ready_and_model_description(client):
     assert ready["model"] == f"{model['name']}/{model['version']}"
     assert model["provider"] == "CPUExecutionProvider"
     assert model["onnx_inputs"][0]["shape"][-1] == 3
-    assert [c["name"] for c in model["classes"]] == ["background", "rbc", "wbc"]
+    assert [c["name"] for c in model["classes"]] == ["background", "rbc", "wbc", "platelet"]
+    assert model["classes"][3]["color"] and model["output"]["channels"][-1] == "centre"
     assert model["rbc_diameter_px"] > 0 and model["counting"]["method"]
 
 
@@ -32,11 +33,19 @@ def test_metrics_counters_move(client):
     before = segment_ok_count()
     batches = sample("bloodseg_inference_batch_tiles_count")
     queued = sample("bloodseg_inference_queue_duration_seconds_count")
-    data = fixture_image()
-    client.post("/segment", files={"image": ("a.png", data, "image/png")})
+    labels = ("rbc", "wbc", "platelet")
+    cells = {n: sample(f'bloodseg_cells_total{{label="{n}"}}') for n in labels}
+    # a BCCD image: it has platelets
+    data = (FIXTURE_BCCD / "JPEGImages" / "BloodImage_00000.jpg").read_bytes()
+    counts = client.post(
+        "/segment?include=&rbc_diameter=104", files={"image": ("a.jpg", data, "image/jpeg")}
+    ).json()["counts"]
     assert segment_ok_count() == before + 1
-    # the request's one tile went through the network stage: one batch, one queue wait
-    assert sample("bloodseg_inference_batch_tiles_count") == batches + 1
+    assert counts["platelet"] >= 1
+    for name in labels:
+        assert sample(f'bloodseg_cells_total{{label="{name}"}}') == cells[name] + counts[name]
+    # the request's tiles went through the network stage: batches of them, one queue wait
+    assert sample("bloodseg_inference_batch_tiles_count") > batches
     assert sample("bloodseg_inference_queue_duration_seconds_count") == queued + 1
     assert sample("bloodseg_inference_pending_tiles") == 0
     text = client.get("/metrics").text

@@ -51,7 +51,7 @@ LAST_CHECKPOINT = "last.keras"
 BEST_CHECKPOINT = "best.keras"
 HISTORY_FILE = "history.csv"
 EXPORT_DIR = "export"
-TUNE_IMAGES_PER_SOURCE = 64  # blood-cell-detection's whole training split
+TUNE_IMAGES_PER_SOURCE = 32
 
 
 @dataclass

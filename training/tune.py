@@ -9,8 +9,10 @@ import numpy as np
 
 from app.inference.decode import load_image
 from app.inference.metadata import Counting, ModelMetadata
-from app.inference.pipeline import cells_from_probs, predict_probs
+from app.inference.pipeline import predict_probs
+from app.inference.postprocess import describe_cells, find_instances
 from app.inference.runner import OnnxSegmenter
+from training.augment import scale_boxes
 from training.data import AnnotatedImage
 from training.metrics import DetectionTally, match_cells
 
@@ -29,16 +31,19 @@ def tune_counting(
     averaged over the groups (one per source, each with its scale), so that every microscope
     counts alike (ties: best mean F1).
 
-    The network runs once per image; only the post-processing is repeated per candidate.
+    The network runs once per image; only the post-processing is repeated per candidate, at
+    the network's scale (the boxes are brought to it, instead of each candidate's cells to the
+    image's size: IoU does not change with scale).
     """
     metadata: ModelMetadata = segmenter.metadata
-    predictions = [
-        [
-            (annotated, predict_probs(load_image(annotated.path), segmenter, scale))
-            for annotated in images
-        ]
-        for images, scale in groups
-    ]
+    predictions = []
+    for images, scale in groups:
+        group = []
+        for annotated in images:
+            probs = predict_probs(load_image(annotated.path), segmenter, scale)
+            factor = probs.shape[1] / annotated.width
+            group.append((scale_boxes(list(annotated.boxes), factor), probs))
+        predictions.append(group)
     best_key, best = None, metadata.counting
     grid = itertools.product(PEAK_THRESHOLDS, PEAK_DISTANCES, RBC_MIN_AREAS)
     for threshold, distance, min_area in grid:
@@ -53,9 +58,9 @@ def tune_counting(
         summaries = []
         for group in predictions:
             tally = DetectionTally()
-            for annotated, probs in group:
-                _, cells = cells_from_probs(probs, candidate, annotated.height, annotated.width)
-                tally.add(match_cells(cells, annotated.boxes, classes=("rbc",))["rbc"])
+            for boxes, probs in group:
+                cells = describe_cells(find_instances(probs, candidate), candidate)
+                tally.add(match_cells(cells, boxes, classes=("rbc",))["rbc"])
             summaries.append(tally.summary())
         key = (
             float(np.mean([s["count_mae"] for s in summaries])),
