@@ -67,7 +67,7 @@ def test_training_resumes_and_writes_its_run_directory(tiny_run):
 
 def test_export_passes_parity_and_records_metadata(tiny_run):
     from app.inference.metadata import read_metadata
-    from training.tune import PEAK_DISTANCES, PEAK_THRESHOLDS, RBC_MIN_AREAS
+    from training.tune import candidate_grid
 
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["parity"]["max_abs_diff"] <= 1e-4
@@ -78,9 +78,10 @@ def test_export_passes_parity_and_records_metadata(tiny_run):
     assert {d["rbc_complete"] for d in metadata.datasets} == {True, False}
     assert len(metadata.datasets[0]["fingerprint"]) == 64
     assert "blood-cell-detection train split (4 images)" in metadata.training["counting_tuned_on"]
-    assert metadata.counting.peak_threshold in PEAK_THRESHOLDS
-    assert metadata.counting.min_peak_distance_px in PEAK_DISTANCES
-    assert metadata.counting.rbc_min_area_px in RBC_MIN_AREAS
+    thresholds, distances, areas = candidate_grid(metadata.rbc_diameter_px)
+    assert metadata.counting.peak_threshold in thresholds
+    assert metadata.counting.min_peak_distance_px in distances
+    assert metadata.counting.rbc_min_area_px in areas
     for key in ("pixel_accuracy", "dice_rbc", "rbc", "wbc"):
         assert key in metadata.metrics["val:blood-cell-detection"]
     # exported simplified; a float16 variant for CUDA is kept only within its gate (this

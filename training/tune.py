@@ -19,9 +19,18 @@ from training.metrics import DetectionTally, match_cells
 logger = logging.getLogger(__name__)
 
 # Each range extends past the values chosen so far, so that a choice on a grid edge shows up.
-PEAK_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
-PEAK_DISTANCES = (3, 5, 7, 9, 11, 13)
-RBC_MIN_AREAS = (30, 60, 120, 180)
+PEAK_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3)
+# as fractions of the training RBC diameter, and of the area of a disc of that diameter
+PEAK_DISTANCE_FRACTIONS = (0.1, 0.15, 0.2, 0.25, 0.3)
+RBC_MIN_AREA_FRACTIONS = (0.05, 0.1, 0.2)
+
+
+def candidate_grid(rbc_diameter_px: float) -> tuple[list[float], list[int], list[int]]:
+    """Peak thresholds, peak distances and RBC minimum areas to try at this training scale."""
+    disc = np.pi * (rbc_diameter_px / 2) ** 2
+    distances = sorted({max(2, round(f * rbc_diameter_px)) for f in PEAK_DISTANCE_FRACTIONS})
+    areas = sorted({max(4, round(f * disc)) for f in RBC_MIN_AREA_FRACTIONS})
+    return list(PEAK_THRESHOLDS), distances, areas
 
 
 def tune_counting(
@@ -45,7 +54,7 @@ def tune_counting(
             group.append((scale_boxes(list(annotated.boxes), factor), probs))
         predictions.append(group)
     best_key, best = None, metadata.counting
-    grid = itertools.product(PEAK_THRESHOLDS, PEAK_DISTANCES, RBC_MIN_AREAS)
+    grid = itertools.product(*candidate_grid(metadata.rbc_diameter_px))
     for threshold, distance, min_area in grid:
         counting = metadata.counting.model_copy(
             update={
