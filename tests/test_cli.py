@@ -21,9 +21,9 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def service_counts(client, path: Path) -> dict:
+def service_result(client, path: Path) -> dict:
     files = {"image": (path.name, path.read_bytes())}
-    return client.post("/segment?include=", files=files).json()["counts"]
+    return client.post("/segment?include=", files=files).json()
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +51,13 @@ def batch(tmp_path_factory):
 def test_tables_hold_every_image_and_cell_with_the_services_counts(batch, client):
     summary = read_csv(batch / "summary.csv")
     assert len(summary) == 8
+    classes = [c["name"] for c in client.get("/model").json()["classes"][1:]]
     assert list(summary[0]) == [
         "image",
-        "rbc",
-        "wbc",
+        *classes,
         "scale",
         "rbc_diameter_px",
+        "scale_source",
         "warnings",
         "error",
     ]
@@ -75,10 +76,14 @@ def test_tables_hold_every_image_and_cell_with_the_services_counts(batch, client
         "score",
     ]
     for row in summary:
-        counts = service_counts(client, Path(row["image"]))
-        assert (int(row["rbc"]), int(row["wbc"])) == (counts["rbc"], counts["wbc"])
-        assert row["error"] == "" and float(row["scale"]) == 1.0
-        assert sum(c["image"] == row["image"] for c in cells) == counts["rbc"] + counts["wbc"]
+        body = service_result(client, Path(row["image"]))
+        counts = body["counts"]
+        assert {name: int(row[name]) for name in classes} == counts
+        assert row["error"] == "" and float(row["scale"]) == body["scale"]
+        assert float(row["rbc_diameter_px"]) == body["rbc_diameter_px"]
+        assert row["scale_source"] == "estimated"
+        assert row["warnings"] == "; ".join(w["code"] for w in body["warnings"])
+        assert sum(c["image"] == row["image"] for c in cells) == sum(counts.values())
 
 
 def test_exports_are_written_and_read_back(batch):
@@ -151,7 +156,7 @@ def test_the_whole_blood_cell_detection_folder(tmp_path, client):
     summary = read_csv(tmp_path / "summary.csv")
     assert len(summary) == 80
     for row in summary:
-        counts = service_counts(client, Path(row["image"]))
+        counts = service_result(client, Path(row["image"]))["counts"]
         assert (int(row["rbc"]), int(row["wbc"])) == (counts["rbc"], counts["wbc"])
     assert len(read_csv(tmp_path / "cells.csv")) > 80 * 15
 

@@ -70,6 +70,13 @@ def check_work(
             f"image is {width}x{height}: sides differ by more than {MAX_ASPECT_RATIO:g}x",
         )
     if scale is None:
+        if min(width, height) < MIN_SIDE_PX:
+            raise WorkRefused(
+                422,
+                "degenerate_image",
+                f"image is {width}x{height}: too small to hold a cell or estimate its "
+                f"magnification (each side needs at least {MIN_SIDE_PX} pixels)",
+            )
         return 0
     scaled_w, scaled_h = scaled_size(width, height, scale)
     if min(scaled_w, scaled_h) < MIN_SIDE_PX:
