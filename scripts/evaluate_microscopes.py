@@ -66,11 +66,10 @@ def score_set(
     images: list[AnnotatedImage],
     factor: float,
     mode: str = "estimate",
-    probe: bool = True,
 ) -> dict:
     """Scores of one set. `mode`: "estimate" (no hint: the service estimates), "hint" (the
     true RBC diameter is given) or "as-is" (scale 1: what 1.x answered without a hint).
-    Without `probe` the estimate is the coarse step's alone."""
+    """
     metadata = segmenter.metadata
     names = [c.name for c in metadata.classes[1:]]
     tallies = {name: DetectionTally() for name in names}
@@ -88,7 +87,7 @@ def score_set(
         elif mode == "as-is":
             choice = given_scale(metadata, None, 1.0)
         else:
-            choice = estimated_scale(image, metadata, segmenter.run_batch if probe else None)
+            choice = estimated_scale(image, metadata)
         spent = (time.perf_counter() - started) * 1000
         segmentation = segment_image(image, segmenter, choice.scale)
         if choice.estimate is not None:
@@ -150,9 +149,6 @@ def main() -> int:
         help="estimate: no hint (the default); hint: pass each image's true RBC diameter; "
         "as-is: scale 1, what a 1.x service answered without a hint",
     )
-    parser.add_argument(
-        "--no-probe", dest="probe", action="store_false", help="estimate without the probe"
-    )
     args = parser.parse_args()
     model_dir = resolve_model_dir(Path(args.model))
     metadata = read_metadata(model_dir / "model.json")
@@ -161,9 +157,9 @@ def main() -> int:
     )
     results = {}
     for name, images, factor in evaluation_sets(args.limit):
-        results[name] = score_set(segmenter, images, factor, args.mode, args.probe)
+        results[name] = score_set(segmenter, images, factor, args.mode)
         print(name, json.dumps(results[name]), flush=True)
-    print(f"\nbloodseg {metadata.version}, mode {args.mode}, probe {args.probe}\n")
+    print(f"\nbloodseg {metadata.version}, mode {args.mode}\n")
     print(table(results))
     if args.out:
         Path(args.out).write_text(
@@ -171,7 +167,6 @@ def main() -> int:
                 {
                     "model": metadata.version,
                     "mode": args.mode,
-                    "probe": args.probe,
                     "sets": results,
                 },
                 indent=2,

@@ -70,11 +70,11 @@ def test_a_magnification_outside_the_training_range(metadata):
 
 def test_an_unsure_estimate(metadata):
     diameter = metadata.rbc_diameter_px
-    unsure = SizeEstimate(diameter, diameter, 2, 0.5, False)
+    unsure = SizeEstimate(diameter, 0.05, False)
     choice = ScaleChoice(1.0, diameter, "estimated", unsure)
     found = result_warnings(segmentation(smear_mask(0.6), 5), choice, metadata)
-    assert codes(found) == ["scale_low_confidence"] and "2 RBC" in found[0].message
-    sure = ScaleChoice(1.0, diameter, "estimated", SizeEstimate(diameter, diameter, 9, 0.1, True))
+    assert codes(found) == ["scale_low_confidence"] and "0.05" in found[0].message
+    sure = ScaleChoice(1.0, diameter, "estimated", SizeEstimate(diameter, 0.6, True))
     assert codes(result_warnings(segmentation(smear_mask(0.6), 5), sure, metadata)) == []
 
 

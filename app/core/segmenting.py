@@ -98,7 +98,7 @@ def segment_upload(
         if choice is None:
             if check is not None:
                 check()
-            choice = estimated_scale(image, metadata, model.segmenter.run_batch)
+            choice = estimated_scale(image, metadata)
             estimate_ms = (time.perf_counter() - decoded) * 1000
             check_work(width, height, choice.scale, limits, model.segmenter.work_pixels)
     except ImageTooLargeError as error:

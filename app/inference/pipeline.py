@@ -70,14 +70,9 @@ def given_scale(
     return ScaleChoice(factor, metadata.rbc_diameter_px / factor, "given")
 
 
-def estimated_scale(
-    image: np.ndarray,
-    metadata: ModelMetadata,
-    run: Callable[[np.ndarray], np.ndarray] | None,
-) -> ScaleChoice:
-    """Estimate the image's RBC diameter (magnification.py) and the scale that follows; `run`
-    runs the network for the estimate's probe (None: no probe)."""
-    estimate = estimate_rbc_diameter(image, metadata, run)
+def estimated_scale(image: np.ndarray, metadata: ModelMetadata) -> ScaleChoice:
+    """Estimate the image's RBC diameter (magnification.py) and the scale that follows."""
+    estimate = estimate_rbc_diameter(image, metadata)
     diameter = estimate.rbc_diameter_px
     return ScaleChoice(metadata.rbc_diameter_px / diameter, diameter, "estimated", estimate)
 

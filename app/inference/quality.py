@@ -38,9 +38,10 @@ def result_warnings(
         found.append(
             Warning(
                 "scale_low_confidence",
-                f"the magnification was estimated from {estimate.cells_measured} RBC(s) "
-                f"(diameter {estimate.rbc_diameter_px:.0f} px, spread {estimate.spread:.2f}); "
-                "pass rbc_diameter if you know it",
+                f"the magnification was estimated with low confidence (RBC diameter "
+                f"{estimate.rbc_diameter_px:.0f} px; no cell size stands out of the image's "
+                f"size signature: peak contrast {estimate.peak_contrast:.2f}); pass "
+                "rbc_diameter if you know it",
             )
         )
     trained = metadata.trained_diameter_range_px()
