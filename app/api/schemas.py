@@ -71,6 +71,10 @@ class SegmentResponse(BaseModel):
         description="given: from scale or rbc_diameter; estimated: measured from the image; "
         "default: BLOODSEG_AUTO_SCALE is off and nothing was given (scale 1)"
     )
+    scale_refined: bool = Field(
+        description="estimated: the cells found at the first estimate measured more than 15 % "
+        "off it, so the image was segmented again at the scale they imply"
+    )
     warnings: list[WarningOut]
     timings_ms: dict[str, float]
 

@@ -26,6 +26,7 @@ from app.inference.pipeline import (
     Segmentation,
     estimated_scale,
     given_scale,
+    segment_at_estimated_scale,
     segment_image,
 )
 from app.inference.quality import result_warnings
@@ -111,7 +112,20 @@ def segment_upload(
         check()
     # the service's network stage batches these tiles with other requests'
     run = partial(model.network.run, guard=guard) if model.network is not None else None
-    segmentation = segment_image(image, model.segmenter, choice.scale, check=check, run=run)
+    if choice.source == "estimated":
+
+        def within_limits(scale: float) -> bool:
+            try:
+                check_work(width, height, scale, limits, model.segmenter.work_pixels)
+            except WorkRefused:
+                return False
+            return True
+
+        choice, segmentation = segment_at_estimated_scale(
+            image, model.segmenter, choice, within_limits, check=check, run=run
+        )
+    else:
+        segmentation = segment_image(image, model.segmenter, choice.scale, check=check, run=run)
     encode_start = time.perf_counter()
     pngs: dict[str, bytes] = {}
     if "mask" in include:
@@ -152,6 +166,7 @@ def segment_upload(
         "scale": round(choice.scale, 6),
         "rbc_diameter_px": round(choice.rbc_diameter_px, 2),
         "scale_source": choice.source,
+        "scale_refined": choice.refined,
         "warnings": [w.__dict__ for w in result_warnings(segmentation, choice, metadata)],
         "timings_ms": {k: round(v, 2) for k, v in timings.items()},
     }
