@@ -51,15 +51,12 @@ def test_counts_are_close_to_the_annotations(client, annotations):
             model_diameter(client) / body["rbc_diameter_px"], rel=1e-3
         )
         assert isinstance(body["warnings"], list)
-        assert set(body["timings_ms"]) == {
-            "decode",
-            "estimate_scale",
-            "preprocess",
-            "inference",
-            "postprocess",
-            "encode",
-            "total",
-        }
+        stages = {"decode", "estimate_scale", "preprocess", "inference", "postprocess"}
+        # a second pass, when the cells found at the estimate measured far off it
+        expected = (
+            stages | {"encode", "total"} | ({"first_pass"} if body["scale_refined"] else set())
+        )
+        assert set(body["timings_ms"]) == expected
 
 
 def model_diameter(client) -> float:
