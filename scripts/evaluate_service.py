@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.inference.postprocess import Cell
 from training.data import load_dataset, median_rbc_diameter, split_dataset
-from training.metrics import CLASSES, DetectionTally, match_cells
+from training.metrics import DetectionTally, match_cells
 
 
 def main() -> int:
@@ -38,7 +38,9 @@ def main() -> int:
     args = parser.parse_args()
 
     with httpx.Client(base_url=args.url, timeout=120) as client:
-        training = client.get("/model").raise_for_status().json()["training"]
+        described = client.get("/model").raise_for_status().json()
+        training = described["training"]
+        classes = [c["name"] for c in described["classes"][1:]]
         root = Path(args.data)
         dataset = load_dataset(root)
         images = split_dataset(
@@ -53,7 +55,7 @@ def main() -> int:
             if args.rbc_diameter == "auto"
             else float(args.rbc_diameter)
         )
-        tallies = {name: DetectionTally() for name in CLASSES}
+        tallies = {name: DetectionTally() for name in classes}
         latencies = []
         for annotated in images:
             started = time.perf_counter()
@@ -65,7 +67,8 @@ def main() -> int:
             latencies.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
             cells = [Cell(**cell) for cell in response.json()["cells"]]
-            for name, match in match_cells(cells, annotated.boxes).items():
+            scored = [c for c in classes if c != "platelet" or annotated.platelets_complete]
+            for name, match in match_cells(cells, annotated.boxes, scored).items():
                 tallies[name].add(match)
     result = {
         "url": args.url,
@@ -75,7 +78,7 @@ def main() -> int:
         "rbc_diameter_px": diameter,
         "mean_request_ms": round(float(np.mean(latencies)), 1),
     }
-    result.update({name: tallies[name].summary() for name in CLASSES})
+    result.update({name: t.summary() for name, t in tallies.items() if t.count_errors})
     print(json.dumps(result, indent=2))
     return 0
 
