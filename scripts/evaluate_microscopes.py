@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.inference.decode import load_image
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import (
+    REFINE_TOLERANCE,
     estimated_scale,
     given_scale,
     segment_at_estimated_scale,
@@ -71,6 +72,7 @@ def score_set(
     images: list[AnnotatedImage],
     factor: float,
     mode: str = "estimate",
+    tolerance: float = REFINE_TOLERANCE,
 ) -> dict:
     """Scores of one set. `mode`: "estimate" (no hint: the service estimates), "hint" (the
     true RBC diameter is given) or "as-is" (scale 1: what 1.x answered without a hint).
@@ -95,7 +97,9 @@ def score_set(
             choice = estimated_scale(image, metadata)
         spent = (time.perf_counter() - started) * 1000
         if choice.estimate is not None:
-            choice, segmentation = segment_at_estimated_scale(image, segmenter, choice)
+            choice, segmentation = segment_at_estimated_scale(
+                image, segmenter, choice, tolerance=tolerance
+            )
             refined += choice.refined
         else:
             segmentation = segment_image(image, segmenter, choice.scale)
@@ -154,6 +158,12 @@ def main() -> int:
     parser.add_argument("--out", help="write the results here as JSON")
     parser.add_argument("--limit", type=int, default=0, help="images per set (0: all)")
     parser.add_argument(
+        "--refine-tolerance",
+        type=float,
+        default=REFINE_TOLERANCE,
+        help="segment again when the cells found measure more than this off the estimate",
+    )
+    parser.add_argument(
         "--mode",
         choices=["estimate", "hint", "as-is"],
         default="estimate",
@@ -168,7 +178,7 @@ def main() -> int:
     )
     results = {}
     for name, images, factor in evaluation_sets(args.limit):
-        results[name] = score_set(segmenter, images, factor, args.mode)
+        results[name] = score_set(segmenter, images, factor, args.mode, args.refine_tolerance)
         print(name, json.dumps(results[name]), flush=True)
     print(f"\nbloodseg {metadata.version}, mode {args.mode}\n")
     print(table(results))

@@ -173,15 +173,16 @@ def segment_at_estimated_scale(
     accept: Callable[[float], bool] = lambda scale: True,
     check: Callable[[], None] | None = None,
     run: Callable[[np.ndarray], np.ndarray] | None = None,
+    tolerance: float = REFINE_TOLERANCE,
 ) -> tuple[ScaleChoice, Segmentation]:
-    """Segment at the estimated scale; if the RBCs found there measure more than
-    REFINE_TOLERANCE off the estimate, segment again at the scale they imply (when `accept`s it:
+    """Segment at the estimated scale; if the RBCs found there measure more than `tolerance`
+    off the estimate, segment again at the scale they imply (when `accept`s it:
     the caller's work bounds). Returns the scale used and its segmentation; a second pass shows
     in its timings as "first_pass" (the whole first pass, in ms)."""
     metadata = segmenter.metadata
     first = segment_image(image, segmenter, choice.scale, check=check, run=run)
     measured = measured_rbc_diameter(first.cells, *image.shape[:2])
-    if measured is None or abs(measured / choice.rbc_diameter_px - 1) <= REFINE_TOLERANCE:
+    if measured is None or abs(measured / choice.rbc_diameter_px - 1) <= tolerance:
         return choice, first
     refined = ScaleChoice(
         metadata.rbc_diameter_px / measured, measured, "estimated", choice.estimate, True
