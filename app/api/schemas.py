@@ -94,6 +94,11 @@ class DatasetRef(BaseModel):
     name: str
     fingerprint: str | None = None
     rbc_complete: bool | None = None
+    platelets_complete: bool | None = None
+    rbc_diameter_px: float | None = None
+    sources: list[dict[str, Any]] | None = Field(
+        None, description="a dataset that mixes microscopes: each image size, scored apart"
+    )
     train_images: int | None = None
     val_images: int | None = None
 
@@ -116,6 +121,14 @@ class ModelDescription(BaseModel):
     input: dict[str, Any]
     output: dict[str, Any]
     rbc_diameter_px: float
+    trained_diameter_range_px: tuple[float, float] | None = Field(
+        None,
+        description="RBC diameters of the training images, widened by the scale "
+        "augmentation: outside it, a result warns magnification_out_of_range",
+    )
+    size_regressor: bool = Field(
+        False, description="the model carries the magnification estimate's size regressor"
+    )
     counting: dict[str, Any]
     training: dict[str, Any] = Field(
         description="the training recipe (architecture, epochs, split seed), without paths"

@@ -31,6 +31,10 @@ PUBLIC_TRAINING_KEYS = (
     "learning_rate",
     "val_fraction",
     "seed",
+    "platelets",
+    "train_rbc_diameter_px",
+    "scale_range",
+    "samples_per_epoch",
 )
 
 
@@ -47,6 +51,8 @@ def describe(model: LoadedModel, store: ModelStore) -> dict:
     return {
         **meta.model_dump(include={"name", "version", "classes", "input", "output", "counting"}),
         "rbc_diameter_px": meta.rbc_diameter_px,
+        "trained_diameter_range_px": meta.trained_diameter_range_px(),
+        "size_regressor": meta.size_regressor is not None,
         "training": {k: meta.training[k] for k in PUBLIC_TRAINING_KEYS if k in meta.training},
         "datasets": [public_dataset(d) for d in meta.datasets],
         "metrics": meta.metrics,
