@@ -1,6 +1,8 @@
 """Readiness, model description, metrics and request ids."""
 
-from tests.conftest import FIXTURE_BCCD
+from tests.conftest import FIXTURES
+
+FIXTURE_TXL = FIXTURES / "txl-pbc"
 
 
 def test_ready_and_model_description(client):
@@ -35,8 +37,10 @@ def test_metrics_counters_move(client):
     queued = sample("bloodseg_inference_queue_duration_seconds_count")
     labels = ("rbc", "wbc", "platelet")
     cells = {n: sample(f'bloodseg_cells_total{{label="{n}"}}') for n in labels}
-    # a BCCD image: it has platelets
-    data = (FIXTURE_BCCD / "JPEGImages" / "BloodImage_00000.jpg").read_bytes()
+    # a BCCD image (TXL-PBC's copy): two platelets are boxed in it
+    data = (
+        FIXTURE_TXL / "images" / "train" / "e980dd0e-c7cb-5990-ac8a-e3384c2b2d71.jpg"
+    ).read_bytes()
     counts = client.post(
         "/segment?include=&rbc_diameter=104", files={"image": ("a.jpg", data, "image/jpeg")}
     ).json()["counts"]
@@ -77,7 +81,7 @@ def test_model_description_shows_no_paths_or_machine_details(client, shipped_mod
     model = client.get("/model").json()
     assert str(shipped_model_dir) not in text and "/work" not in text and "../" not in text
     assert "directory" not in model and "run_dir" not in model["training"]
-    assert {d["name"] for d in model["datasets"]} == {"blood-cell-detection", "bccd"}
+    assert {d["name"] for d in model["datasets"]} == {"blood-cell-detection", "txl-pbc"}
     assert model["training"]["seed"] == 7 and model["fallback"] is None
 
 
