@@ -157,7 +157,7 @@ def test_shutdown_drains_for_a_bounded_time_with_requests_queued():
         def post() -> None:
             try:
                 response = httpx.post(
-                    f"{base}/segment?include=", files={"image": ("a.png", big)}, timeout=120
+                    f"{base}/segment?include=&scale=1", files={"image": ("a.png", big)}, timeout=120
                 )
                 outcomes.append(str(response.status_code))
             except httpx.TransportError:
@@ -201,7 +201,8 @@ def test_past_max_queue_requests_get_503_at_once_and_health_stays_quick():
 
         def post() -> None:
             files = {"image": ("a.png", data)}
-            answers.append(httpx.post(f"{base}/segment?include=", files=files, timeout=120))
+            # noise has no cells to estimate a magnification from: its scale is given
+            answers.append(httpx.post(f"{base}/segment?include=&scale=1", files=files, timeout=120))
 
         clients = [threading.Thread(target=post) for _ in range(10)]
         for client in clients:
@@ -235,7 +236,9 @@ def test_a_request_whose_client_left_is_dropped_before_inference():
     # one worker: the second request waits for it, and its client leaves meanwhile
     with running_server({"BLOODSEG_WORKERS": "1"}) as base:
         first = threading.Thread(
-            target=lambda: httpx.post(f"{base}/segment", files={"image": ("a", data)}, timeout=120)
+            target=lambda: httpx.post(
+                f"{base}/segment?scale=1", files={"image": ("a", data)}, timeout=120
+            )
         )
         first.start()
         wait_until(lambda: in_flight(base) >= 1, 60, "the first request running")
