@@ -109,7 +109,7 @@ def score_set(
             if truth is not None:
                 ratios.append(choice.rbc_diameter_px / truth)
                 within.append(abs(choice.rbc_diameter_px / truth - 1) <= WITHIN)
-            warned += not choice.estimate.confident
+            warned += not choice.checked
         scored = [n for n in names if n != "platelet" or annotated.platelets_complete]
         for name, match in match_cells(segmentation.cells, boxes, scored).items():
             tallies[name].add(match)

@@ -68,14 +68,19 @@ def test_a_magnification_outside_the_training_range(metadata):
     assert codes(result_warnings(segmentation(smear_mask(0.6), 1), inside, metadata)) == []
 
 
-def test_an_unsure_estimate(metadata):
+def test_an_estimate_the_cells_found_do_not_confirm(metadata):
     diameter = metadata.rbc_diameter_px
-    unsure = SizeEstimate(diameter, 0.05, False)
-    choice = ScaleChoice(1.0, diameter, "estimated", unsure)
-    found = result_warnings(segmentation(smear_mask(0.6), 5), choice, metadata)
-    assert codes(found) == ["scale_low_confidence"] and "0.05" in found[0].message
-    sure = ScaleChoice(1.0, diameter, "estimated", SizeEstimate(diameter, 0.6, True))
-    assert codes(result_warnings(segmentation(smear_mask(0.6), 5), sure, metadata)) == []
+    estimate = SizeEstimate(diameter, True)
+    few = ScaleChoice(1.0, diameter, "estimated", estimate, measured_px=None)
+    found = result_warnings(segmentation(smear_mask(0.6), 5), few, metadata)
+    assert codes(found) == ["scale_low_confidence"] and "too few whole RBCs" in found[0].message
+    off = ScaleChoice(1.0, diameter, "estimated", estimate, True, measured_px=diameter * 1.3)
+    found = result_warnings(segmentation(smear_mask(0.6), 5), off, metadata)
+    assert (
+        codes(found) == ["scale_low_confidence"] and f"{diameter * 1.3:.0f} px" in found[0].message
+    )
+    agreed = ScaleChoice(1.0, diameter, "estimated", estimate, measured_px=diameter * 1.05)
+    assert codes(result_warnings(segmentation(smear_mask(0.6), 5), agreed, metadata)) == []
 
 
 def test_warnings_reach_the_response(client):

@@ -37,16 +37,15 @@ LOG_TO_DIAMETER = 2.0 * np.sqrt(2.0)  # a disc of radius r answers a LoG best at
 SIGMAS = np.geomspace(MIN_DIAMETER_PX, MAX_DIAMETER_PX, LEVELS) / LOG_TO_DIAMETER
 WORKING_SIGMA = 1.5  # each level is computed on the image shrunk so sigma is this many pixels
 COARSE_MAX_SIDE = 1024  # the estimate reads a central window of at most this side
-PEAK_CONTRAST = 0.25  # below it, no scale stands out of the signature: a low-confidence estimate
 
 
 @dataclass(frozen=True)
 class SizeEstimate:
-    """The typical RBC diameter of an image in its own pixels, and how sure it is."""
+    """The typical RBC diameter of an image in its own pixels, and whether a size regressor
+    corrected it (without one, the signature's peak alone is biased by stain and optics)."""
 
     rbc_diameter_px: float
-    peak_contrast: float  # see peak_contrast
-    confident: bool
+    regressed: bool
 
 
 def log_signature(image: np.ndarray) -> np.ndarray:
@@ -92,16 +91,6 @@ def coarse_rbc_diameter(image: np.ndarray, regressor: dict | None = None) -> flo
     return coarse_from_signature(log_signature(image), regressor)
 
 
-def peak_contrast(signature: np.ndarray) -> float:
-    """How much the signature's 90th-percentile curve falls from its peak to the lower of its
-    two sides, WINDOW levels away, as a share of the peak: low when no scale stands out."""
-    column = PERCENTILES.index(90)
-    curve = signature[:, column]
-    peak = SEARCH_FROM + int(np.argmax(curve[SEARCH_FROM : SEARCH_TO + 1]))
-    sides = curve[max(0, peak - WINDOW)], curve[min(len(curve) - 1, peak + WINDOW)]
-    return float((curve[peak] - max(sides)) / max(abs(curve[peak]), 1e-6))
-
-
 def coarse_from_signature(signature: np.ndarray, regressor: dict | None) -> float:
     """coarse_rbc_diameter from an already computed signature."""
     log_peak, features = signature_features(signature)
@@ -113,11 +102,7 @@ def coarse_from_signature(signature: np.ndarray, regressor: dict | None) -> floa
 
 def estimate_rbc_diameter(image: np.ndarray, metadata: ModelMetadata) -> SizeEstimate:
     """Typical RBC diameter of an RGB uint8 image in its own pixels (see the module's notes).
-
-    The estimate is confident when the model has a size regressor and the signature has a
-    clear peak (it falls by at least PEAK_CONTRAST on both sides within WINDOW levels)."""
-    signature = log_signature(image)
-    diameter = coarse_from_signature(signature, metadata.size_regressor)
-    contrast = peak_contrast(signature)
-    confident = metadata.size_regressor is not None and contrast >= PEAK_CONTRAST
-    return SizeEstimate(diameter, round(contrast, 3), confident)
+    How sure it is shows only once cells are found at it (pipeline.segment_at_estimated_scale):
+    the signature's own peak contrast was measured and does not predict its error."""
+    diameter = coarse_rbc_diameter(image, metadata.size_regressor)
+    return SizeEstimate(diameter, metadata.size_regressor is not None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -59,6 +59,16 @@ class ScaleChoice:
     source: Literal["given", "estimated", "default"]
     estimate: SizeEstimate | None = None
     refined: bool = False  # re-measured from the cells found at the first estimate
+    # the RBC diameter the cells of the final pass measure (None: fewer than 5 measured)
+    measured_px: float | None = None
+
+    @property
+    def checked(self) -> bool:
+        """An estimate the cells found agree with (within REFINE_TOLERANCE)."""
+        return (
+            self.measured_px is not None
+            and abs(self.measured_px / self.rbc_diameter_px - 1) <= REFINE_TOLERANCE
+        )
 
 
 def given_scale(
@@ -182,13 +192,14 @@ def segment_at_estimated_scale(
     metadata = segmenter.metadata
     first = segment_image(image, segmenter, choice.scale, check=check, run=run)
     measured = measured_rbc_diameter(first.cells, *image.shape[:2])
+    choice = replace(choice, measured_px=measured)
     if measured is None or abs(measured / choice.rbc_diameter_px - 1) <= tolerance:
         return choice, first
-    refined = ScaleChoice(
-        metadata.rbc_diameter_px / measured, measured, "estimated", choice.estimate, True
-    )
-    if not accept(refined.scale):
+    scale = metadata.rbc_diameter_px / measured
+    if not accept(scale):
         return choice, first
-    second = segment_image(image, segmenter, refined.scale, check=check, run=run)
+    second = segment_image(image, segmenter, scale, check=check, run=run)
     second.timings_ms = {"first_pass": sum(first.timings_ms.values()), **second.timings_ms}
+    remeasured = measured_rbc_diameter(second.cells, *image.shape[:2])
+    refined = ScaleChoice(scale, measured, "estimated", choice.estimate, True, remeasured)
     return refined, second

@@ -33,15 +33,17 @@ def result_warnings(
 ) -> list[Warning]:
     """The warnings for one result, in a fixed order."""
     found: list[Warning] = []
-    estimate = choice.estimate
-    if estimate is not None and not estimate.confident:
+    if choice.estimate is not None and not choice.checked:
+        measured = (
+            "too few whole RBCs were found to check it"
+            if choice.measured_px is None
+            else f"the RBCs found measure {choice.measured_px:.0f} px"
+        )
         found.append(
             Warning(
                 "scale_low_confidence",
-                f"the magnification was estimated with low confidence (RBC diameter "
-                f"{estimate.rbc_diameter_px:.0f} px; no cell size stands out of the image's "
-                f"size signature: peak contrast {estimate.peak_contrast:.2f}); pass "
-                "rbc_diameter if you know it",
+                f"the magnification was estimated at RBCs of {choice.rbc_diameter_px:.0f} px, "
+                f"and {measured}; pass rbc_diameter if you know it",
             )
         )
     trained = metadata.trained_diameter_range_px()
