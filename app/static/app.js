@@ -32,7 +32,8 @@ async function loadModel() {
   model = await response.json();
   $("#model-name").textContent = `Model ${model.name} ${model.version} on ${model.provider}.`;
   $("#training-scale").textContent =
-    `The model works at RBCs of ${model.rbc_diameter_px} px; other sizes are resampled to it.`;
+    `The model works at RBCs of ${model.rbc_diameter_px} px; other sizes are resampled to it. ` +
+    "Left blank, the size is estimated from each image.";
 }
 
 function classColor(name) {
