@@ -96,14 +96,14 @@ def score_set(
         else:
             choice = estimated_scale(image, metadata)
         spent = (time.perf_counter() - started) * 1000
-        if choice.estimate is not None:
+        if choice.source == "estimated":
             choice, segmentation = segment_at_estimated_scale(
                 image, segmenter, choice, tolerance=tolerance
             )
             refined += choice.refined
         else:
             segmentation = segment_image(image, segmenter, choice.scale)
-        if choice.estimate is not None:
+        if choice.source == "estimated":
             estimate_ms.append(spent)
             network_ms.append(segmentation.timings_ms["inference"])
             if truth is not None:

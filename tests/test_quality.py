@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from app.inference.magnification import SizeEstimate
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import ScaleChoice, Segmentation, given_scale
 from app.inference.postprocess import Instances
@@ -70,16 +69,15 @@ def test_a_magnification_outside_the_training_range(metadata):
 
 def test_an_estimate_the_cells_found_do_not_confirm(metadata):
     diameter = metadata.rbc_diameter_px
-    estimate = SizeEstimate(diameter, True)
-    few = ScaleChoice(1.0, diameter, "estimated", estimate, measured_px=None)
+    few = ScaleChoice(1.0, diameter, "estimated", measured_px=None)
     found = result_warnings(segmentation(smear_mask(0.6), 5), few, metadata)
     assert codes(found) == ["scale_low_confidence"] and "too few whole RBCs" in found[0].message
-    off = ScaleChoice(1.0, diameter, "estimated", estimate, True, measured_px=diameter * 1.3)
+    off = ScaleChoice(1.0, diameter, "estimated", True, measured_px=diameter * 1.3)
     found = result_warnings(segmentation(smear_mask(0.6), 5), off, metadata)
     assert (
         codes(found) == ["scale_low_confidence"] and f"{diameter * 1.3:.0f} px" in found[0].message
     )
-    agreed = ScaleChoice(1.0, diameter, "estimated", estimate, measured_px=diameter * 1.05)
+    agreed = ScaleChoice(1.0, diameter, "estimated", measured_px=diameter * 1.05)
     assert codes(result_warnings(segmentation(smear_mask(0.6), 5), agreed, metadata)) == []
 
 

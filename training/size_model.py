@@ -14,7 +14,11 @@ import logging
 import numpy as np
 
 from app.inference.decode import load_image
-from app.inference.magnification import log_signature, signature_features
+from app.inference.magnification import (
+    log_signature,
+    regressed_log_diameter,
+    signature_features,
+)
 from app.inference.preprocess import rescale_image
 from training.data import AnnotatedImage, DataError, median_rbc_diameter
 
@@ -81,8 +85,7 @@ def fit_size_regressor(
     peak, feature, truth = (np.concatenate(x) for x in (peaks, features, truths))
     weight = np.concatenate(weights)
     regressor = fit_ridge(feature, truth - peak, weight / weight.mean())
-    z = (feature - np.array(regressor["mean"])) / np.array(regressor["std"])
-    predicted = peak + z @ np.array(regressor["weights"]) + regressor["bias"]
+    predicted = regressed_log_diameter(peak, feature, regressor)
     error = np.abs(np.exp(predicted - truth) - 1)
     fit = {
         "samples": len(truth),

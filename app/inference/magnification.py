@@ -12,12 +12,13 @@ images:
 
 Its cost is a few Gaussian filters on shrunk copies of the image: no network pass. A network
 probe (segmenting a window at the coarse scale and measuring the RBCs found) was measured too
-and dropped: it cost 55 % to 100 % of the full pass and did not move the estimate.
+and dropped: it cost roughly 55 % to 100 % of the full pass (measured while training shared
+the CPU) and did not move the estimate. How sure the estimate is shows once cells are found at
+it (pipeline.segment_at_estimated_scale); the signature's own peak contrast was measured as a
+confidence and does not predict the error.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -37,15 +38,6 @@ LOG_TO_DIAMETER = 2.0 * np.sqrt(2.0)  # a disc of radius r answers a LoG best at
 SIGMAS = np.geomspace(MIN_DIAMETER_PX, MAX_DIAMETER_PX, LEVELS) / LOG_TO_DIAMETER
 WORKING_SIGMA = 1.5  # each level is computed on the image shrunk so sigma is this many pixels
 COARSE_MAX_SIDE = 1024  # the estimate reads a central window of at most this side
-
-
-@dataclass(frozen=True)
-class SizeEstimate:
-    """The typical RBC diameter of an image in its own pixels, and whether a size regressor
-    corrected it (without one, the signature's peak alone is biased by stain and optics)."""
-
-    rbc_diameter_px: float
-    regressed: bool
 
 
 def log_signature(image: np.ndarray) -> np.ndarray:
@@ -84,25 +76,25 @@ def signature_features(signature: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.log(SIGMAS[peak] * LOG_TO_DIAMETER)), window.ravel()
 
 
+def regressed_log_diameter(
+    log_peak: np.ndarray | float, features: np.ndarray, regressor: dict
+) -> np.ndarray | float:
+    """The size regressor's log RBC diameter from signature_features (one image, or rows of
+    several): the peak's log diameter plus the ridge correction."""
+    z = (features - np.asarray(regressor["mean"])) / np.asarray(regressor["std"])
+    return log_peak + z @ np.asarray(regressor["weights"]) + regressor["bias"]
+
+
 def coarse_rbc_diameter(image: np.ndarray, regressor: dict | None = None) -> float:
     """RBC diameter (pixels) from the LoG signature: the peak's scale corrected by the model's
     size regressor (ridge weights fitted on its training images, training/size_model.py), or
     the peak's scale alone for a model without one."""
-    return coarse_from_signature(log_signature(image), regressor)
-
-
-def coarse_from_signature(signature: np.ndarray, regressor: dict | None) -> float:
-    """coarse_rbc_diameter from an already computed signature."""
-    log_peak, features = signature_features(signature)
+    log_peak, features = signature_features(log_signature(image))
     if not regressor:
         return float(np.exp(log_peak))
-    z = (features - np.asarray(regressor["mean"])) / np.asarray(regressor["std"])
-    return float(np.exp(log_peak + z @ np.asarray(regressor["weights"]) + regressor["bias"]))
+    return float(np.exp(regressed_log_diameter(log_peak, features, regressor)))
 
 
-def estimate_rbc_diameter(image: np.ndarray, metadata: ModelMetadata) -> SizeEstimate:
-    """Typical RBC diameter of an RGB uint8 image in its own pixels (see the module's notes).
-    How sure it is shows only once cells are found at it (pipeline.segment_at_estimated_scale):
-    the signature's own peak contrast was measured and does not predict its error."""
-    diameter = coarse_rbc_diameter(image, metadata.size_regressor)
-    return SizeEstimate(diameter, metadata.size_regressor is not None)
+def estimate_rbc_diameter(image: np.ndarray, metadata: ModelMetadata) -> float:
+    """Typical RBC diameter of an RGB uint8 image in its own pixels (see the module's notes)."""
+    return coarse_rbc_diameter(image, metadata.size_regressor)

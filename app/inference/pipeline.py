@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from app.inference.magnification import SizeEstimate, estimate_rbc_diameter
+from app.inference.magnification import estimate_rbc_diameter
 from app.inference.metadata import ModelMetadata
 from app.inference.postprocess import (
     Cell,
@@ -48,6 +48,12 @@ def scale_for(
     return 1.0 if scale is None else scale
 
 
+# the RBCs found at an estimated scale are re-measured; past this relative error the image is
+# segmented again at the scale they imply (the network reads sizes better than the signature)
+REFINE_TOLERANCE = 0.15
+MIN_MEASURED_RBCS = 5
+
+
 @dataclass(frozen=True)
 class ScaleChoice:
     """The resampling applied to an image, the RBC diameter it implies in the image's pixels,
@@ -57,7 +63,6 @@ class ScaleChoice:
     scale: float
     rbc_diameter_px: float
     source: Literal["given", "estimated", "default"]
-    estimate: SizeEstimate | None = None
     refined: bool = False  # re-measured from the cells found at the first estimate
     # the RBC diameter the cells of the final pass measure (None: fewer than 5 measured)
     measured_px: float | None = None
@@ -65,10 +70,12 @@ class ScaleChoice:
     @property
     def checked(self) -> bool:
         """An estimate the cells found agree with (within REFINE_TOLERANCE)."""
-        return (
-            self.measured_px is not None
-            and abs(self.measured_px / self.rbc_diameter_px - 1) <= REFINE_TOLERANCE
-        )
+        return agrees(self.measured_px, self.rbc_diameter_px)
+
+
+def agrees(measured: float | None, expected: float, tolerance: float = REFINE_TOLERANCE) -> bool:
+    """A measured RBC diameter within `tolerance` (relative) of the expected one."""
+    return measured is not None and abs(measured / expected - 1) <= tolerance
 
 
 def given_scale(
@@ -83,9 +90,8 @@ def given_scale(
 
 def estimated_scale(image: np.ndarray, metadata: ModelMetadata) -> ScaleChoice:
     """Estimate the image's RBC diameter (magnification.py) and the scale that follows."""
-    estimate = estimate_rbc_diameter(image, metadata)
-    diameter = estimate.rbc_diameter_px
-    return ScaleChoice(metadata.rbc_diameter_px / diameter, diameter, "estimated", estimate)
+    diameter = estimate_rbc_diameter(image, metadata)
+    return ScaleChoice(metadata.rbc_diameter_px / diameter, diameter, "estimated")
 
 
 def predict_probs(
@@ -155,12 +161,6 @@ def segment_image(
     )
 
 
-# the RBCs found at an estimated scale are re-measured; past this relative error the image is
-# segmented again at the scale they imply (the network reads sizes better than the signature)
-REFINE_TOLERANCE = 0.15
-MIN_MEASURED_RBCS = 5
-
-
 def measured_rbc_diameter(cells: list[Cell], height: int, width: int) -> float | None:
     """Median box size (mean of width and height, as annotated boxes are measured) of the RBCs
     not cut by the image border; None with fewer than MIN_MEASURED_RBCS of them."""
@@ -193,7 +193,7 @@ def segment_at_estimated_scale(
     first = segment_image(image, segmenter, choice.scale, check=check, run=run)
     measured = measured_rbc_diameter(first.cells, *image.shape[:2])
     choice = replace(choice, measured_px=measured)
-    if measured is None or abs(measured / choice.rbc_diameter_px - 1) <= tolerance:
+    if measured is None or agrees(measured, choice.rbc_diameter_px, tolerance):
         return choice, first
     scale = metadata.rbc_diameter_px / measured
     if not accept(scale):
@@ -201,5 +201,5 @@ def segment_at_estimated_scale(
     second = segment_image(image, segmenter, scale, check=check, run=run)
     second.timings_ms = {"first_pass": sum(first.timings_ms.values()), **second.timings_ms}
     remeasured = measured_rbc_diameter(second.cells, *image.shape[:2])
-    refined = ScaleChoice(scale, measured, "estimated", choice.estimate, True, remeasured)
+    refined = ScaleChoice(scale, measured, "estimated", True, remeasured)
     return refined, second

@@ -21,7 +21,7 @@ MAX_RBC_PACKING = 1.1
 
 
 @dataclass(frozen=True)
-class Warning:
+class ResultWarning:
     """One thing the user must know about this result."""
 
     code: str
@@ -30,17 +30,17 @@ class Warning:
 
 def result_warnings(
     segmentation: Segmentation, choice: ScaleChoice, metadata: ModelMetadata
-) -> list[Warning]:
+) -> list[ResultWarning]:
     """The warnings for one result, in a fixed order."""
-    found: list[Warning] = []
-    if choice.estimate is not None and not choice.checked:
+    found: list[ResultWarning] = []
+    if choice.source == "estimated" and not choice.checked:
         measured = (
             "too few whole RBCs were found to check it"
             if choice.measured_px is None
             else f"the RBCs found measure {choice.measured_px:.0f} px"
         )
         found.append(
-            Warning(
+            ResultWarning(
                 "scale_low_confidence",
                 f"the magnification was estimated at RBCs of {choice.rbc_diameter_px:.0f} px, "
                 f"and {measured}; pass rbc_diameter if you know it",
@@ -49,7 +49,7 @@ def result_warnings(
     trained = metadata.trained_diameter_range_px()
     if trained is not None and not trained[0] <= choice.rbc_diameter_px <= trained[1]:
         found.append(
-            Warning(
+            ResultWarning(
                 "magnification_out_of_range",
                 f"RBCs of {choice.rbc_diameter_px:.0f} px are outside the {trained[0]:.0f}-"
                 f"{trained[1]:.0f} px RBC diameters the model was trained on; counts may be "
@@ -60,7 +60,7 @@ def result_warnings(
     cover = float(np.count_nonzero(mask)) / max(mask.size, 1)
     if cover < MIN_CELL_COVER:
         found.append(
-            Warning(
+            ResultWarning(
                 "mostly_background",
                 f"cells cover {cover:.1%} of the image; is it a blood smear, in focus?",
             )
@@ -69,7 +69,7 @@ def result_warnings(
     packing = rbcs * np.pi * (choice.rbc_diameter_px / 2) ** 2 / max(mask.size, 1)
     if packing > MAX_RBC_PACKING:
         found.append(
-            Warning(
+            ResultWarning(
                 "count_unusually_high",
                 f"{rbcs} RBCs of {choice.rbc_diameter_px:.0f} px would cover {packing:.0%} of "
                 "the image: cells were probably split; check the magnification",
