@@ -42,7 +42,7 @@ from training.data import (
     source_of,
     split_dataset,
 )
-from training.metrics import DetectionTally, match_cells
+from training.metrics import DetectionTally, match_cells, scored_classes
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 RESAMPLED = (0.6, 1.6, 2.2)
@@ -110,7 +110,7 @@ def score_set(
                 ratios.append(choice.rbc_diameter_px / truth)
                 within.append(abs(choice.rbc_diameter_px / truth - 1) <= WITHIN)
             warned += not choice.checked
-        scored = [n for n in names if n != "platelet" or annotated.platelets_complete]
+        scored = scored_classes(names, annotated)
         for name, match in match_cells(segmentation.cells, boxes, scored).items():
             tallies[name].add(match)
     result = {

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.inference.postprocess import Cell
 from training.data import load_dataset, median_rbc_diameter, split_dataset
-from training.metrics import DetectionTally, match_cells
+from training.metrics import DetectionTally, match_cells, scored_classes
 
 
 def main() -> int:
@@ -67,7 +67,7 @@ def main() -> int:
             latencies.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
             cells = [Cell(**cell) for cell in response.json()["cells"]]
-            scored = [c for c in classes if c != "platelet" or annotated.platelets_complete]
+            scored = scored_classes(classes, annotated)
             for name, match in match_cells(cells, annotated.boxes, scored).items():
                 tallies[name].add(match)
     result = {

@@ -12,7 +12,7 @@ from app.inference.pipeline import scale_for, segment_image
 from app.inference.postprocess import Cell
 from app.inference.runner import OnnxSegmenter
 from training.data import AnnotatedImage
-from training.metrics import CLASSES, DetectionTally, PixelTally, match_cells
+from training.metrics import CLASSES, DetectionTally, PixelTally, match_cells, scored_classes
 from training.targets import complete_cut_box, make_targets
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Scorer:
         height, width = annotated.height, annotated.width
         boxes = list(annotated.boxes)
         count = len(self.names)
-        scored = [n for n in self.names[1:] if n != "platelet" or annotated.platelets_complete]
+        scored = scored_classes(self.names[1:], annotated)
         if "platelet" in self.names and not annotated.platelets_complete:
             mask = np.where(mask == self.names.index("platelet"), 0, mask)
         rectangles = make_targets(boxes, height, width, "rectangles", num_classes=count)

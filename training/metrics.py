@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.inference.postprocess import Cell
-from training.data import Box
+from training.data import AnnotatedImage, Box
 
 # platelets are small: a few pixels off is a large share of their box (the issue's IoU 0.3)
 MATCH_IOU = {"rbc": 0.5, "wbc": 0.3, "platelet": 0.3}
@@ -49,6 +49,11 @@ class ClassMatch:
     matched: int
     predicted: int
     annotated: int
+
+
+def scored_classes(names: Sequence[str], annotated: AnnotatedImage) -> list[str]:
+    """The classes an image's boxes can score: platelets only where they are boxed."""
+    return [n for n in names if n != "platelet" or annotated.platelets_complete]
 
 
 def match_cells(

@@ -97,7 +97,8 @@ def load_splits(config: TrainConfig) -> Splits:
         for source, members in _by_source(root, images).items():
             diameter = median_rbc_diameter(members)
             scale = train_diameter / diameter
-            chosen = {s: [i for i in items if i in set(members)] for s, items in parts.items()}
+            in_source = set(members)
+            chosen = {s: [i for i in items if i in in_source] for s, items in parts.items()}
             train += prepare_examples(chosen["train"], scale, source)
             val += prepare_examples(chosen["val"], scale, source)
             if chosen["val"]:
@@ -313,21 +314,24 @@ def export_and_score(
     segmenter = OnnxSegmenter(
         export_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
     )
+    # sources whose RBCs are all boxed: the only ones to count against
+    complete = [
+        (source, images, diameter)
+        for source, images, diameter in splits.tune_sets
+        if images and images[0].rbc_complete
+    ]
     if config.tune_counting:
         groups = [
             (images[:TUNE_IMAGES_PER_SOURCE], splits.rbc_diameter_px / diameter)
-            for _, images, diameter in splits.tune_sets
-            if images and images[0].rbc_complete
+            for _, images, diameter in complete
         ]
         metadata.counting = tune_counting(segmenter, groups)
         metadata.training["counting_tuned_on"] = ", ".join(
             f"{source} train split ({min(len(images), TUNE_IMAGES_PER_SOURCE)} images)"
-            for source, images, _ in splits.tune_sets
-            if images and images[0].rbc_complete
+            for source, images, _ in complete
         )
-    complete = [images for _, images, _ in splits.tune_sets if images and images[0].rbc_complete]
     metadata.size_regressor, size_fit = fit_size_regressor(
-        complete, config.size_samples_per_source, config.seed
+        [images for _, images, _ in complete], config.size_samples_per_source, config.seed
     )
     metrics = {
         "size_regressor_fit": size_fit,

@@ -90,10 +90,8 @@ def segment_upload(
         # the size before EXIF orientation: every bound is the same for width x height and
         # height x width, and PNG keeps its orientation after the pixels (reading it decodes)
         width, height = opened.size
-        if choice is not None:
-            check_work(width, height, choice.scale, limits, model.segmenter.work_pixels)
-        else:
-            check_work(width, height, None, limits, model.segmenter.work_pixels)
+        given = choice.scale if choice is not None else None  # None: estimated below
+        check_work(width, height, given, limits, model.segmenter.work_pixels)
         image = image_to_rgb(opened)
         decoded = time.perf_counter()
         if choice is None:
@@ -155,14 +153,17 @@ def segment_upload(
     IMAGE_PIXELS.observe(width * height)
     for label, count in segmentation.counts.items():
         CELLS.labels(label).inc(count)
-    meta = metadata
     body = {
         "counts": segmentation.counts,
         "cells": [cell.__dict__ for cell in segmentation.cells],
         "image": {"width": width, "height": height},
         **({k: base64.b64encode(v).decode() for k, v in pngs.items()} if embed else {}),
         **extra,
-        "model": {"name": meta.name, "version": meta.version, "provider": model.segmenter.provider},
+        "model": {
+            "name": metadata.name,
+            "version": metadata.version,
+            "provider": model.segmenter.provider,
+        },
         "scale": round(choice.scale, 6),
         "rbc_diameter_px": round(choice.rbc_diameter_px, 2),
         "scale_source": choice.source,

@@ -171,10 +171,8 @@ def find_instances(probs: np.ndarray, metadata: ModelMetadata) -> Instances:
     labels, forward, _ = relabel_sequential(labels)
     classes = {int(forward[old]): cid for old, cid in classes.items() if forward[old]}
     count = int(labels.max())
-    lookup = np.zeros(count + 1, dtype=np.int64)
-    for instance_id, class_id in classes.items():
-        lookup[instance_id] = class_id
-    own_class_prob = np.take_along_axis(class_probs, lookup[labels][..., None], axis=-1)[..., 0]
+    own_class = class_mask(Instances(labels, classes, {}))
+    own_class_prob = np.take_along_axis(class_probs, own_class[..., None], axis=-1)[..., 0]
     sums = np.bincount(labels.ravel(), weights=own_class_prob.ravel(), minlength=count + 1)
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     means = sums[1:] / np.maximum(areas[1:], 1)
