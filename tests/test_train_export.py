@@ -12,6 +12,20 @@ FIXTURE_TXL = FIXTURES / "txl-pbc"
 
 pytestmark = pytest.mark.slow
 
+# a network and a run small enough to train in seconds on fixtures
+TINY = [
+    "--size-samples-per-source",
+    "4",
+    "--crop-size",
+    "64",
+    "--base-filters",
+    "4",
+    "--depth",
+    "2",
+    "--batch-size",
+    "4",
+]
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
@@ -38,16 +52,7 @@ def tiny_run(tmp_path_factory) -> Path:
         "0",
         "--val-per-source",
         "0",
-        "--size-samples-per-source",
-        "4",
-        "--crop-size",
-        "64",
-        "--base-filters",
-        "4",
-        "--depth",
-        "2",
-        "--batch-size",
-        "4",
+        *TINY,
         "--version",
         "0.0.1",
     ]
@@ -184,16 +189,7 @@ def platelet_run(tmp_path_factory) -> Path:
         "8",
         "--val-per-source",
         "1",
-        "--size-samples-per-source",
-        "4",
-        "--crop-size",
-        "64",
-        "--base-filters",
-        "4",
-        "--depth",
-        "2",
-        "--batch-size",
-        "4",
+        *TINY,
         "--epochs",
         "1",
         "--version",
