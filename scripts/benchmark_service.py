@@ -5,13 +5,15 @@
 
 Starts the real service (`python -m app.serve`, CPU) on 127.0.0.1 and prints:
 - the network's ms per tile at batch sizes 1, 2, 4 and 8 (what batching buys here);
-- the network's own time per image: ONNX Runtime on the image's tiles, nothing else;
-- each stage's server-side time (decode, preprocess, inference, postprocess, encode);
+- the network's own time per image: ONNX Runtime on the image's tiles at the scale the server
+  chose for it, nothing else;
+- each stage's server-side time (estimate_scale, decode, preprocess, inference, postprocess,
+  encode);
 - end-to-end p50/p99 over HTTP for 256x256 and 640x480, with the default pictures and with
-  `include=` (counts and cells only), each request alternated with a network-only run, and
-  the ratio of their medians;
-- throughput with 1, 8 and 32 clients, against the network-only bound (images/s that the
-  network alone sustains, back to back);
+  `include=` (counts and cells only), with that scale sent and with no hint (the server
+  estimates it), each request alternated with a network-only run, and the ratio of medians;
+- throughput with 1, 8 and 32 clients (scale sent), against the network-only bound (images/s
+  that the network alone sustains, back to back);
 - 32 clients against a server with BLOODSEG_MAX_QUEUE=4: 503s with Retry-After, other errors,
   /healthz latency meanwhile, served p50/p99;
 - with --seed-keras, the seed architecture (64 filters, depth 3) in Keras, alternated with
@@ -97,22 +99,37 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def post(client: httpx.Client, url: str, data: bytes, kind: str, include: str) -> httpx.Response:
-    return client.post(
-        f"{url}/segment", params={"include": include}, files={"image": ("image", data, kind)}
-    )
+def post(
+    client: httpx.Client,
+    url: str,
+    data: bytes,
+    kind: str,
+    include: str,
+    scale: float | None = None,
+) -> httpx.Response:
+    """POST /segment; with `scale` given, the server does not estimate the magnification."""
+    params = {"include": include, **({"scale": scale} if scale is not None else {})}
+    return client.post(f"{url}/segment", params=params, files={"image": ("image", data, kind)})
 
 
-def network_timer(segmenter: OnnxSegmenter, data: bytes):
-    """A function timing the network alone on this image: the very batches of tiles that the
-    segmenter's predict sends it (recorded from one run), and nothing else."""
+def served_scale(url: str, data: bytes, kind: str) -> tuple[float, bool]:
+    """The scale the server segments this image at when sent with no hint (a 2.x model
+    estimates it), and whether it needed a second pass to get there."""
+    with httpx.Client(timeout=120) as client:
+        body = post(client, url, data, kind, "").raise_for_status().json()
+    return body["scale"], body.get("scale_refined", False)
+
+
+def network_timer(segmenter: OnnxSegmenter, data: bytes, scale: float = 1.0):
+    """A function timing the network alone on this image at this scale: the very batches of
+    tiles that the segmenter's predict sends it (recorded from one run), and nothing else."""
     batches: list[np.ndarray] = []
 
     def record(batch: np.ndarray) -> np.ndarray:
         batches.append(batch)
         return segmenter.run_batch(batch)
 
-    segmenter.predict(network_input(decode_image(data), segmenter, 1.0), run=record)
+    segmenter.predict(network_input(decode_image(data), segmenter, scale), run=record)
 
     def run() -> float:
         started = time.perf_counter()
@@ -124,40 +141,49 @@ def network_timer(segmenter: OnnxSegmenter, data: bytes):
 
 
 def latency(server: Server, segmenter: OnnxSegmenter, repeats: int) -> dict:
-    """p50/p99 over HTTP per image and include, each request alternated with a network run."""
+    """p50/p99 over HTTP per image, include and hint, each request alternated with a network
+    run at the scale the server chose. "scale given" sends that scale (one network pass, as
+    1.x always did); "no hint" lets the server estimate it (a 2.x model): the estimate, and a
+    second pass where the first one's cells disagree, are the request's own cost."""
     results = {}
     with httpx.Client(timeout=120) as client:
         for size, (relative, kind) in IMAGES.items():
             data = image_bytes(relative)
-            run_network, tiles = network_timer(segmenter, data)
-            for label, include in (("pictures", PICTURES), ("include=", "")):
-                post(client, server.url, data, kind, include)  # warm
-                network, http, stages = [], [], {}
-                for _ in range(repeats):
-                    time.sleep(SETTLE_S)  # the server's threads, too, spin after its request
-                    network.append(run_network())
-                    time.sleep(SETTLE_S)
-                    started = time.perf_counter()
-                    response = post(client, server.url, data, kind, include)
-                    http.append((time.perf_counter() - started) * 1000)
-                    response.raise_for_status()
-                    for stage, ms in response.json()["timings_ms"].items():
-                        stages.setdefault(stage, []).append(ms)
-                net_p50 = statistics.median(network)
-                results[f"{size} {label}"] = {
-                    "tiles": tiles,
-                    "network_ms_p50": round(net_p50, 1),
-                    "http_ms_p50": round(statistics.median(http), 1),
-                    "http_ms_p99": round(percentile(http, 99), 1),
-                    "ratio_p50_to_network": round(statistics.median(http) / net_p50, 3),
-                    "server_stages_ms_p50": {
-                        k: round(statistics.median(v), 1) for k, v in stages.items()
-                    },
-                }
+            scale, refined = served_scale(server.url, data, kind)
+            run_network, tiles = network_timer(segmenter, data, scale)
+            for hint, sent_scale in (("scale given", scale), ("no hint", None)):
+                for label, include in (("pictures", PICTURES), ("include=", "")):
+                    post(client, server.url, data, kind, include, sent_scale)  # warm
+                    network, http, stages = [], [], {}
+                    for _ in range(repeats):
+                        time.sleep(SETTLE_S)  # the server's threads spin after a request, too
+                        network.append(run_network())
+                        time.sleep(SETTLE_S)
+                        started = time.perf_counter()
+                        response = post(client, server.url, data, kind, include, sent_scale)
+                        http.append((time.perf_counter() - started) * 1000)
+                        response.raise_for_status()
+                        for stage, ms in response.json()["timings_ms"].items():
+                            stages.setdefault(stage, []).append(ms)
+                    net_p50 = statistics.median(network)
+                    results[f"{size} {label} {hint}"] = {
+                        "scale": scale,
+                        "second_pass": refined and sent_scale is None,
+                        "tiles": tiles,
+                        "network_ms_p50": round(net_p50, 1),
+                        "http_ms_p50": round(statistics.median(http), 1),
+                        "http_ms_p99": round(percentile(http, 99), 1),
+                        "ratio_p50_to_network": round(statistics.median(http) / net_p50, 3),
+                        "server_stages_ms_p50": {
+                            k: round(statistics.median(v), 1) for k, v in stages.items()
+                        },
+                    }
     return results
 
 
-def load(url: str, data: bytes, kind: str, clients: int, seconds: float) -> dict:
+def load(
+    url: str, data: bytes, kind: str, clients: int, seconds: float, scale: float | None = None
+) -> dict:
     """`clients` threads posting back to back for `seconds`: statuses, latencies, errors."""
     statuses: list[int] = []
     served: list[float] = []
@@ -172,7 +198,7 @@ def load(url: str, data: bytes, kind: str, clients: int, seconds: float) -> dict
             while time.monotonic() < ended:
                 started = time.perf_counter()
                 try:
-                    response = post(client, url, data, kind, PICTURES)
+                    response = post(client, url, data, kind, PICTURES, scale)
                 except httpx.HTTPError as error:
                     with lock:
                         errors.append(type(error).__name__)
@@ -238,7 +264,9 @@ def side_by_side_rate(timers: list, seconds: float) -> float:
     return count[0] / (time.monotonic() - started)
 
 
-def network_bound(segmenter: OnnxSegmenter, data: bytes, seconds: float) -> dict[str, float]:
+def network_bound(
+    segmenter: OnnxSegmenter, data: bytes, seconds: float, scale: float = 1.0
+) -> dict[str, float]:
     """Images per second that the network alone sustains on this image, back to back: one
     session on all cores, and one single-threaded session per core side by side. The better
     of the two is the bound the service is held to."""
@@ -248,7 +276,9 @@ def network_bound(segmenter: OnnxSegmenter, data: bytes, seconds: float) -> dict
         for _ in range(os.cpu_count() or 1)
     ]
     rates = {
-        label: round(side_by_side_rate([network_timer(r, data)[0] for r in runners], seconds), 2)
+        label: round(
+            side_by_side_rate([network_timer(r, data, scale)[0] for r in runners], seconds), 2
+        )
         for label, runners in (
             ("one_session_all_cores", [segmenter]),
             ("one_session_per_core", per_core),
@@ -335,12 +365,15 @@ def main() -> int:
             if "latency" in parts:
                 figures["latency"] = latency(server, segmenter, args.repeats)
             if "throughput" in parts:
-                network_only = network_bound(segmenter, small, args.seconds / 2)
+                # the scale is sent, so the network's bound and the server do the same work
+                scale, _ = served_scale(server.url, small, small_kind)
+                figures["throughput_scale"] = scale
+                network_only = network_bound(segmenter, small, args.seconds / 2, scale)
                 figures["network_only_images_per_s"] = network_only
                 bound = network_only["bound"]
                 figures["throughput"] = []
                 for clients in map(int, args.clients.split(",")):
-                    result = load(server.url, small, small_kind, clients, args.seconds)
+                    result = load(server.url, small, small_kind, clients, args.seconds, scale)
                     result["vs_network_bound"] = round(result["images_per_s"] / bound, 3)
                     figures["throughput"].append(result)
         finally:
@@ -349,8 +382,9 @@ def main() -> int:
     if "overload" in parts:
         server = Server(args.port, max_queue="4")
         try:
+            scale, _ = served_scale(server.url, small, small_kind)
             figures["overload_32_clients_max_queue_4"] = load(
-                server.url, small, small_kind, 32, args.seconds
+                server.url, small, small_kind, 32, args.seconds, scale
             )
         finally:
             server.stop()
