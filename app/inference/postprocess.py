@@ -9,7 +9,7 @@ from PIL import Image
 from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.morphology import remove_small_objects
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import watershed
 
 from app.inference.metadata import ModelMetadata
 
@@ -69,6 +69,16 @@ def inner_boundaries(labels: np.ndarray) -> np.ndarray:
     edges[:, 1:] |= horizontal
     edges[:, :-1] |= horizontal
     return edges & (labels > 0)
+
+
+def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels renumbered 1..n in order of their old ids (0 stays 0), and the old-to-new
+    lookup (0 where an id is absent): skimage's relabel_sequential, from one bincount instead
+    of sorting the pixels' values (labels are small non-negative ints here)."""
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    forward = (np.cumsum(present) * present).astype(labels.dtype)
+    return forward[labels], forward
 
 
 def _peak_instances(
@@ -168,7 +178,7 @@ def find_instances(probs: np.ndarray, metadata: ModelMetadata) -> Instances:
         labels[free] = layer[free] + offset
         classes.update({offset + i: class_id for i in range(1, found + 1)})
         offset += found
-    labels, forward, _ = relabel_sequential(labels)
+    labels, forward = relabel_sequential(labels)
     classes = {int(forward[old]): cid for old, cid in classes.items() if forward[old]}
     count = int(labels.max())
     own_class = class_mask(Instances(labels, classes, {}))
@@ -195,8 +205,8 @@ def resize_instances(instances: Instances, height: int, width: int) -> Instances
     if instances.labels.shape == (height, width):
         return instances
     resized = resize_nearest(instances.labels.astype(np.int32), height, width)
-    labels, forward, _ = relabel_sequential(resized)
-    kept = {int(old): int(forward[old]) for old in np.unique(resized) if old}
+    labels, forward = relabel_sequential(resized)
+    kept = {int(old): int(forward[old]) for old in np.flatnonzero(forward)}
     return Instances(
         labels=labels.astype(np.int32),
         classes={new: instances.classes[old] for old, new in kept.items()},
