@@ -6,6 +6,7 @@ import numpy as np
 
 from app.inference.metadata import DEFAULT_CLASSES, Counting, InputSpec, ModelMetadata, OutputSpec
 from app.inference.postprocess import (
+    Instances,
     class_map,
     class_mask,
     describe_cells,
@@ -115,3 +116,24 @@ def test_resized_instances_keep_mask_and_cells_consistent():
         x0, y0, x1, y1 = cell.bbox
         pixels = mask[y0:y1, x0:x1][big.labels[y0:y1, x0:x1] == cell.id]
         assert (pixels == meta.class_id(cell.label)).all() and pixels.size == cell.area
+
+
+def test_cells_measured_on_the_network_map_equal_those_of_the_resized_map():
+    """describe_cells with a size measures what resize_instances would build, to the pixel:
+    enlarged, shrunk until small cells vanish (ids renumbered as the resized map's), and to
+    sizes that are no multiple of the map's."""
+    rng = np.random.default_rng(3)
+    blocks = rng.integers(0, 40, (12, 15)).astype(np.int32)
+    labels = np.kron(blocks, np.ones((5, 5), np.int32))[:57, :71]
+    labels[3, 3] = 41  # a one-pixel cell, the first to vanish when shrunk
+    ids = np.unique(labels[labels > 0])
+    instances = Instances(
+        labels, {int(i): 1 + int(i) % 2 for i in ids}, {int(i): float(i) / 50 for i in ids}
+    )
+    meta = metadata()
+    for height, width in ((57, 71), (200, 333), (131, 97), (20, 31), (9, 13)):
+        resized = resize_instances(instances, height, width)
+        expected = describe_cells(resized, meta)
+        assert describe_cells(instances, meta, (height, width)) == expected
+        assert sum(c.area for c in expected) == np.count_nonzero(resized.labels)
+    assert len(describe_cells(instances, meta, (9, 13))) < len(ids)

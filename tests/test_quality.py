@@ -5,7 +5,7 @@ import pytest
 
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import ScaleChoice, Segmentation, given_scale
-from app.inference.postprocess import Instances
+from app.inference.postprocess import Instances, describe_cells
 from app.inference.quality import result_warnings
 from tests.conftest import SHIPPED_MODEL
 
@@ -15,12 +15,13 @@ def metadata():
     return read_metadata(resolve_model_dir(SHIPPED_MODEL) / "model.json")
 
 
-def segmentation(mask: np.ndarray, rbc: int) -> Segmentation:
-    labels = mask.astype(np.int32)
+def segmentation(mask: np.ndarray, rbc: int, metadata) -> Segmentation:
+    """The mask's pixels as one cell, measured as the pipeline measures cells."""
+    instances = Instances(mask.astype(np.int32), {1: 1}, {1: 1.0})
     return Segmentation(
-        instances=Instances(labels, {}, {}),
-        mask=mask,
-        cells=[],
+        network_instances=instances,
+        size=mask.shape,
+        cells=describe_cells(instances, metadata),
         counts={"rbc": rbc, "wbc": 0},
     )
 
@@ -37,12 +38,14 @@ def smear_mask(cover: float) -> np.ndarray:
 
 def test_a_plain_smear_at_a_given_scale_has_no_warning(metadata):
     choice = given_scale(metadata, metadata.rbc_diameter_px, None)
-    assert codes(result_warnings(segmentation(smear_mask(0.6), 10), choice, metadata)) == []
+    assert (
+        codes(result_warnings(segmentation(smear_mask(0.6), 10, metadata), choice, metadata)) == []
+    )
 
 
 def test_mostly_background(metadata):
     choice = given_scale(metadata, metadata.rbc_diameter_px, None)
-    found = result_warnings(segmentation(smear_mask(0.01), 0), choice, metadata)
+    found = result_warnings(segmentation(smear_mask(0.01), 0, metadata), choice, metadata)
     assert codes(found) == ["mostly_background"] and "1.0%" in found[0].message
 
 
@@ -50,10 +53,10 @@ def test_more_rbcs_than_fit_is_unusually_high(metadata):
     choice = given_scale(metadata, metadata.rbc_diameter_px, None)
     fits = 200 * 200 / (np.pi * (metadata.rbc_diameter_px / 2) ** 2)
     assert "count_unusually_high" not in codes(
-        result_warnings(segmentation(smear_mask(0.6), int(fits * 0.8)), choice, metadata)
+        result_warnings(segmentation(smear_mask(0.6), int(fits * 0.8), metadata), choice, metadata)
     )
     assert "count_unusually_high" in codes(
-        result_warnings(segmentation(smear_mask(0.6), int(fits * 1.5)), choice, metadata)
+        result_warnings(segmentation(smear_mask(0.6), int(fits * 1.5), metadata), choice, metadata)
     )
 
 
@@ -61,24 +64,28 @@ def test_a_magnification_outside_the_training_range(metadata):
     low, high = metadata.trained_diameter_range_px()
     for diameter in (low * 0.8, high * 1.2):
         choice = given_scale(metadata, diameter, None)
-        found = codes(result_warnings(segmentation(smear_mask(0.6), 1), choice, metadata))
+        found = codes(result_warnings(segmentation(smear_mask(0.6), 1, metadata), choice, metadata))
         assert found == ["magnification_out_of_range"]
     inside = given_scale(metadata, (low + high) / 2, None)
-    assert codes(result_warnings(segmentation(smear_mask(0.6), 1), inside, metadata)) == []
+    assert (
+        codes(result_warnings(segmentation(smear_mask(0.6), 1, metadata), inside, metadata)) == []
+    )
 
 
 def test_an_estimate_the_cells_found_do_not_confirm(metadata):
     diameter = metadata.rbc_diameter_px
     few = ScaleChoice(1.0, diameter, "estimated", measured_px=None)
-    found = result_warnings(segmentation(smear_mask(0.6), 5), few, metadata)
+    found = result_warnings(segmentation(smear_mask(0.6), 5, metadata), few, metadata)
     assert codes(found) == ["scale_low_confidence"] and "too few whole RBCs" in found[0].message
     off = ScaleChoice(1.0, diameter, "estimated", True, measured_px=diameter * 1.3)
-    found = result_warnings(segmentation(smear_mask(0.6), 5), off, metadata)
+    found = result_warnings(segmentation(smear_mask(0.6), 5, metadata), off, metadata)
     assert (
         codes(found) == ["scale_low_confidence"] and f"{diameter * 1.3:.0f} px" in found[0].message
     )
     agreed = ScaleChoice(1.0, diameter, "estimated", measured_px=diameter * 1.05)
-    assert codes(result_warnings(segmentation(smear_mask(0.6), 5), agreed, metadata)) == []
+    assert (
+        codes(result_warnings(segmentation(smear_mask(0.6), 5, metadata), agreed, metadata)) == []
+    )
 
 
 def test_warnings_reach_the_response(client):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -28,15 +29,32 @@ from app.inference.runner import OnnxSegmenter
 
 @dataclass
 class Segmentation:
-    """The result for one image, at the image's own size."""
+    """The result for one image. Cells are measured at the image's own size; the instance map
+    and class mask at that size are built only when something asks for them (pictures,
+    exports), as a request for counts alone does not need them."""
 
-    instances: Instances
-    mask: np.ndarray  # class of each counted cell's pixels
+    network_instances: Instances  # at the network's scale
+    size: tuple[int, int]  # the image's height and width
     cells: list[Cell]
     counts: dict[str, int]
     timings_ms: dict[str, float] = field(default_factory=dict)
     # the network's per-pixel class before counting drops fragments (only when asked for)
     semantic: np.ndarray | None = None
+
+    @cached_property
+    def instances(self) -> Instances:
+        """The instance map at the image's size, ids as in `cells`."""
+        return resize_instances(self.network_instances, *self.size)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """The class of each counted cell's pixels, at the image's size."""
+        return class_mask(self.instances)
+
+    @property
+    def cell_cover(self) -> float:
+        """The share of the image's pixels that belong to a counted cell."""
+        return sum(cell.area for cell in self.cells) / max(self.size[0] * self.size[1], 1)
 
 
 def scale_for(
@@ -114,9 +132,9 @@ def network_input(image: np.ndarray, segmenter: OnnxSegmenter, scale: float) -> 
 def cells_from_probs(
     probs: np.ndarray, metadata: ModelMetadata, height: int, width: int
 ) -> tuple[Instances, list[Cell]]:
-    """Cell instances and their measurements from probabilities, at the image's own size."""
-    instances = resize_instances(find_instances(probs, metadata), height, width)
-    return instances, describe_cells(instances, metadata)
+    """Cell instances at the network's scale, and their measurements at the image's size."""
+    instances = find_instances(probs, metadata)
+    return instances, describe_cells(instances, metadata, (height, width))
 
 
 def segment_image(
@@ -152,8 +170,8 @@ def segment_image(
     semantic = resize_nearest(class_map(probs, metadata), height, width) if with_class_map else None
     timings["postprocess"] = (time.perf_counter() - start) * 1000
     return Segmentation(
-        instances=instances,
-        mask=class_mask(instances),
+        network_instances=instances,
+        size=(height, width),
         cells=cells,
         counts=count_cells(cells, metadata),
         timings_ms=timings,

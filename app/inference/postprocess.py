@@ -222,33 +222,67 @@ def class_mask(instances: Instances) -> np.ndarray:
     return lookup[instances.labels]
 
 
-def describe_cells(instances: Instances, metadata: ModelMetadata) -> list[Cell]:
+def nearest_sources(size_in: int, size_out: int) -> np.ndarray:
+    """The source index of each output index when resize_nearest takes an axis of `size_in`
+    pixels to `size_out` (Pillow's nearest-neighbour resampling is separable and monotonic)."""
+    ramp = np.arange(size_in, dtype=np.int32)[None, :]
+    resized = Image.fromarray(ramp).resize((size_out, 1), Image.Resampling.NEAREST)
+    return np.asarray(resized)[0].astype(np.intp)
+
+
+def describe_cells(
+    instances: Instances, metadata: ModelMetadata, size: tuple[int, int] | None = None
+) -> list[Cell]:
     """Per-cell measurements (bbox, centroid, area, score) from an instance map, in one pass
-    over the cells' pixels rather than one per cell."""
+    over the cells' pixels rather than one per cell.
+
+    With `size` (height, width), the cells are those of resize_instances(instances, *size),
+    ids included, measured on the map as it is: each of its pixels weighs as many image
+    pixels as it becomes, so nothing of the image's size is built.
+    """
     names = {c.id: c.name for c in metadata.classes}
     labels = instances.labels
-    rows, cols = np.nonzero(labels)
-    ids = labels[rows, cols]
+    height, width = size or labels.shape
+    renumber = (height, width) != labels.shape
+    rows = nearest_sources(labels.shape[0], height)
+    cols = nearest_sources(labels.shape[1], width)
+    row_weight = np.bincount(rows, minlength=labels.shape[0])
+    col_weight = np.bincount(cols, minlength=labels.shape[1])
+    row_sum = np.bincount(rows, weights=np.arange(height), minlength=labels.shape[0])
+    col_sum = np.bincount(cols, weights=np.arange(width), minlength=labels.shape[1])
+    # the first output row (col) each source row (col) becomes, and one past its last
+    first_row = np.searchsorted(rows, np.arange(labels.shape[0]))
+    end_row = np.searchsorted(rows, np.arange(labels.shape[0]), side="right")
+    first_col = np.searchsorted(cols, np.arange(labels.shape[1]))
+    end_col = np.searchsorted(cols, np.arange(labels.shape[1]), side="right")
+    shown = labels * ((row_weight > 0)[:, None] & (col_weight > 0)[None, :])
+    r, c = np.nonzero(shown)
+    ids = shown[r, c]
     count = int(labels.max()) if labels.size else 0
-    areas = np.bincount(ids, minlength=count + 1)
-    row_sums = np.bincount(ids, weights=rows, minlength=count + 1)
-    col_sums = np.bincount(ids, weights=cols, minlength=count + 1)
+    areas = np.bincount(ids, weights=row_weight[r] * col_weight[c], minlength=count + 1)
+    row_sums = np.bincount(ids, weights=row_sum[r] * col_weight[c], minlength=count + 1)
+    col_sums = np.bincount(ids, weights=col_sum[c] * row_weight[r], minlength=count + 1)
     cells = []
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+    for old_id, box in enumerate(ndimage.find_objects(shown), start=1):
         if box is None:
             continue
-        area = int(areas[index])
+        area = int(areas[old_id])
         cells.append(
             Cell(
-                id=index,
-                label=names[instances.classes[index]],
-                bbox=(box[1].start, box[0].start, box[1].stop, box[0].stop),
+                id=len(cells) + 1 if renumber else old_id,
+                label=names[instances.classes[old_id]],
+                bbox=(
+                    int(first_col[box[1].start]),
+                    int(first_row[box[0].start]),
+                    int(end_col[box[1].stop - 1]),
+                    int(end_row[box[0].stop - 1]),
+                ),
                 centroid=(
-                    round(float(col_sums[index] / area), 2),
-                    round(float(row_sums[index] / area), 2),
+                    round(float(col_sums[old_id] / area), 2),
+                    round(float(row_sums[old_id] / area), 2),
                 ),
                 area=area,
-                score=round(instances.scores[index], 4),
+                score=round(instances.scores[old_id], 4),
             )
         )
     return cells

@@ -56,8 +56,7 @@ def result_warnings(
                 "less accurate",
             )
         )
-    mask = segmentation.mask
-    cover = float(np.count_nonzero(mask)) / max(mask.size, 1)
+    cover = segmentation.cell_cover
     if cover < MIN_CELL_COVER:
         found.append(
             ResultWarning(
@@ -66,7 +65,8 @@ def result_warnings(
             )
         )
     rbcs = segmentation.counts.get("rbc", 0)
-    packing = rbcs * np.pi * (choice.rbc_diameter_px / 2) ** 2 / max(mask.size, 1)
+    pixels = max(segmentation.size[0] * segmentation.size[1], 1)
+    packing = rbcs * np.pi * (choice.rbc_diameter_px / 2) ** 2 / pixels
     if packing > MAX_RBC_PACKING:
         found.append(
             ResultWarning(
