@@ -20,6 +20,8 @@ confidence and does not predict the error.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -40,6 +42,28 @@ WORKING_SIGMA = 1.5  # each level is computed on the image shrunk so sigma is th
 COARSE_MAX_SIDE = 1024  # the estimate reads a central window of at most this side
 
 
+@lru_cache(maxsize=8)
+def _gaussian_kernels(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothing and second-derivative Gaussian kernels that ndimage.gaussian_laplace
+    builds at this sigma, read off a unit impulse (built once: every level filters at about
+    WORKING_SIGMA, and building them cost as much as filtering the smaller levels)."""
+    radius = int(4.0 * sigma + 0.5)
+    impulse = np.zeros(2 * radius + 1)
+    impulse[radius] = 1.0
+    return tuple(
+        ndimage.gaussian_filter1d(impulse, sigma, order=order, mode="constant") for order in (0, 2)
+    )
+
+
+def gaussian_laplace(image: np.ndarray, sigma: float) -> np.ndarray:
+    """ndimage.gaussian_laplace(image, sigma) of a 2-D image, the same to the bit, with the
+    kernels built once per sigma."""
+    smooth, second = _gaussian_kernels(sigma)
+    across = ndimage.correlate1d(ndimage.correlate1d(image, second, axis=0), smooth, axis=1)
+    across += ndimage.correlate1d(ndimage.correlate1d(image, smooth, axis=0), second, axis=1)
+    return across
+
+
 def log_signature(image: np.ndarray) -> np.ndarray:
     """(LEVELS, len(PERCENTILES)) percentiles of the scale-normalised Laplacian of Gaussian of
     the inverted green channel (RBCs are darker than plasma there), one row per SIGMAS level:
@@ -58,7 +82,7 @@ def log_signature(image: np.ndarray) -> np.ndarray:
         size = (max(8, round(width / shrink)), max(8, round(height / shrink)))
         small = np.asarray(base.resize(size, Image.Resampling.BOX)) if shrink > 1 else inverted
         working = sigma / shrink
-        response = -ndimage.gaussian_laplace(small, working) * working**2
+        response = -gaussian_laplace(small, working) * working**2
         margin = int(2 * working)
         if min(response.shape) > 4 * margin + 4:  # the border answers to the padding
             response = response[margin:-margin, margin:-margin]
