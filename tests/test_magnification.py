@@ -4,12 +4,14 @@ model's size regressor on real images resampled to other magnifications."""
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from app.inference.decode import load_image
 from app.inference.magnification import (
     COARSE_MAX_SIDE,
     coarse_rbc_diameter,
     estimate_rbc_diameter,
+    gaussian_laplace,
     log_signature,
 )
 from app.inference.metadata import read_metadata, resolve_model_dir
@@ -62,3 +64,13 @@ def test_a_model_without_a_size_regressor_still_estimates(smears):
     assert 0.6 < coarse / diameter < 1.6
     small = np.array(Image.fromarray(image).resize((32, 32)))
     assert coarse_rbc_diameter(small, None) > 0
+
+
+def test_the_signatures_laplacian_is_scipys_to_the_bit(smears):
+    """The size regressor was fitted on ndimage.gaussian_laplace: the cached-kernel version
+    the signature uses must give the very same numbers, at every sigma it meets."""
+    green = smears[0][0][..., 1].astype(np.float32)
+    for sigma in (1.5, 1.4999999999999998, 2.0, 3.7):
+        assert np.array_equal(
+            gaussian_laplace(green, sigma), ndimage.gaussian_laplace(green, sigma)
+        )
