@@ -48,14 +48,18 @@ for name, path, scale in images:
         return float(np.median(times))
 
     from app.inference import pipeline
+
     height, width = image.shape[:2]
+    # the thresholds and channel layout are passed explicitly since 2.0.0's design pass
+    explicit = hasattr(metadata, "layout")
+    args = (metadata.counting, metadata.layout) if explicit else (metadata,)
     out[f"{name} estimate"] = timed(lambda: log_signature(image))
     out[f"{name} postprocess, counts"] = timed(
-        lambda: pipeline.cells_from_probs(probs, metadata, height, width)
+        lambda: pipeline.cells_from_probs(probs, *args, height, width)
     )
 
     def with_maps():
-        instances, cells = pipeline.cells_from_probs(probs, metadata, height, width)
+        instances, cells = pipeline.cells_from_probs(probs, *args, height, width)
         if hasattr(pipeline.Segmentation, "network_instances"):
             segmentation = pipeline.Segmentation(instances, (height, width), cells, {})
             segmentation.mask, segmentation.instances

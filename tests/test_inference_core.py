@@ -69,8 +69,10 @@ def synthetic_probs(centres, wbc_box=None, size=(100, 160)):
 
 def test_touching_rbcs_are_split_by_their_centre_peaks():
     meta = metadata()
-    instances = find_instances(synthetic_probs([(50, 40), (50, 70), (50, 120)]), meta)
-    cells = describe_cells(instances, meta)
+    instances = find_instances(
+        synthetic_probs([(50, 40), (50, 70), (50, 120)]), meta.counting, meta.layout
+    )
+    cells = describe_cells(instances, meta.layout)
     assert [c.label for c in cells] == ["rbc"] * 3
     owners = [instances.labels[50, x] for x in (40, 70, 120)]
     assert 0 not in owners and len(set(owners)) == 3  # each true centre in its own cell
@@ -80,7 +82,7 @@ def test_wbc_region_is_one_cell_and_small_fragments_are_dropped():
     meta = metadata()
     probs = synthetic_probs([(50, 30)], wbc_box=(20, 90, 80, 150))
     probs[5:8, 5:8, :3] = [0, 0, 1]  # 9 px of WBC noise: under the minimum area
-    cells = describe_cells(find_instances(probs, meta), meta)
+    cells = describe_cells(find_instances(probs, meta.counting, meta.layout), meta.layout)
     assert sorted(c.label for c in cells) == ["rbc", "wbc"]
     wbc = next(c for c in cells if c.label == "wbc")
     assert wbc.bbox == (90, 20, 150, 80) and wbc.area == 3600 and wbc.score == 1.0
@@ -90,8 +92,8 @@ def test_class_map_keeps_what_counting_drops():
     meta = metadata()
     probs = synthetic_probs([(50, 30)])
     probs[5:8, 5:8, :3] = [0, 0, 1]  # a WBC fragment too small to count
-    semantic = class_map(probs, meta)
-    counted = class_mask(find_instances(probs, meta))
+    semantic = class_map(probs, meta.layout)
+    counted = class_mask(find_instances(probs, meta.counting, meta.layout))
     assert semantic.shape == counted.shape
     assert (semantic[5:8, 5:8] == meta.class_id("wbc")).all() and (counted[5:8, 5:8] == 0).all()
     assert (semantic[counted > 0] == counted[counted > 0]).all()
@@ -99,18 +101,23 @@ def test_class_map_keeps_what_counting_drops():
 
 def test_distance_transform_counting_without_a_centre_head():
     meta = metadata(centre_source="distance_transform")
-    cells = describe_cells(find_instances(synthetic_probs([(50, 30), (50, 120)]), meta), meta)
+    cells = describe_cells(
+        find_instances(synthetic_probs([(50, 30), (50, 120)]), meta.counting, meta.layout),
+        meta.layout,
+    )
     assert len(cells) == 2
 
 
 def test_resized_instances_keep_mask_and_cells_consistent():
     meta = metadata()
     instances = find_instances(
-        synthetic_probs([(50, 40), (50, 120)], wbc_box=(0, 60, 30, 100)), meta
+        synthetic_probs([(50, 40), (50, 120)], wbc_box=(0, 60, 30, 100)),
+        meta.counting,
+        meta.layout,
     )
     big = resize_instances(instances, 200, 320)
     mask = class_mask(big)
-    cells = describe_cells(big, meta)
+    cells = describe_cells(big, meta.layout)
     assert mask.shape == (200, 320) and len(cells) == 3
     for cell in cells:
         x0, y0, x1, y1 = cell.bbox
@@ -133,7 +140,7 @@ def test_cells_measured_on_the_network_map_equal_those_of_the_resized_map():
     meta = metadata()
     for height, width in ((57, 71), (200, 333), (131, 97), (20, 31), (9, 13)):
         resized = resize_instances(instances, height, width)
-        expected = describe_cells(resized, meta)
-        assert describe_cells(instances, meta, (height, width)) == expected
+        expected = describe_cells(resized, meta.layout)
+        assert describe_cells(instances, meta.layout, (height, width)) == expected
         assert sum(c.area for c in expected) == np.count_nonzero(resized.labels)
-    assert len(describe_cells(instances, meta, (9, 13))) < len(ids)
+    assert len(describe_cells(instances, meta.layout, (9, 13))) < len(ids)

@@ -21,7 +21,7 @@ def segmentation(mask: np.ndarray, rbc: int, metadata) -> Segmentation:
     return Segmentation(
         network_instances=instances,
         size=mask.shape,
-        cells=describe_cells(instances, metadata),
+        cells=describe_cells(instances, metadata.layout),
         counts={"rbc": rbc, "wbc": 0},
     )
 

@@ -55,8 +55,8 @@ def plot_samples(
         normalized = normalize_image(example.image, metadata.input.normalization)
         batch = crop_with_boxes(normalized, [], 0, 0, size)[0][None]
         probs = np.asarray(model(batch, training=False))[0]
-        instances = find_instances(probs, metadata)
-        cells = describe_cells(instances, metadata)
+        instances = find_instances(probs, metadata.counting, metadata.layout)
+        cells = describe_cells(instances, metadata.layout)
         panels = [
             image,
             palette[target],

@@ -54,6 +54,7 @@ def tune_counting(
             group.append((scale_boxes(list(annotated.boxes), factor), probs))
         predictions.append(group)
     best_key, best = None, metadata.counting
+    layout = metadata.layout
     grid = itertools.product(*candidate_grid(metadata.rbc_diameter_px))
     for threshold, distance, min_area in grid:
         counting = metadata.counting.model_copy(
@@ -63,12 +64,11 @@ def tune_counting(
                 "rbc_min_area_px": min_area,
             }
         )
-        candidate = metadata.model_copy(update={"counting": counting})
         summaries = []
         for group in predictions:
             tally = DetectionTally()
             for boxes, probs in group:
-                cells = describe_cells(find_instances(probs, candidate), candidate)
+                cells = describe_cells(find_instances(probs, counting, layout), layout)
                 tally.add(match_cells(cells, boxes, classes=("rbc",))["rbc"])
             summaries.append(tally.summary())
         key = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,17 @@ class OutputSpec(BaseModel):
     @property
     def has_centre(self) -> bool:
         return "centre" in self.channels
+
+
+@dataclass(frozen=True)
+class ChannelLayout:
+    """What post-processing needs to know of a network's output: the class names by class id
+    (the first channels), the centre heatmap's channel if there is one, and the training RBC
+    diameter (the radius a distance-transform centre map is scaled by)."""
+
+    class_names: tuple[str, ...]
+    centre_channel: int | None
+    rbc_diameter_px: float
 
 
 class Counting(BaseModel):
@@ -126,6 +138,16 @@ class ModelMetadata(BaseModel):
     def class_id(self, name: str) -> int:
         """Index of the named class in the class channels."""
         return next(c.id for c in self.classes if c.name == name)
+
+    @property
+    def layout(self) -> ChannelLayout:
+        """The output channels as post-processing reads them."""
+        channels = self.output.channels
+        return ChannelLayout(
+            class_names=tuple(c.name for c in sorted(self.classes, key=lambda c: c.id)),
+            centre_channel=channels.index("centre") if "centre" in channels else None,
+            rbc_diameter_px=self.rbc_diameter_px,
+        )
 
 
 DEFAULT_CLASSES = [

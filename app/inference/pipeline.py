@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 
 from app.inference.magnification import estimate_rbc_diameter
-from app.inference.metadata import ModelMetadata
+from app.inference.metadata import ChannelLayout, Counting, ModelMetadata
 from app.inference.postprocess import (
     Cell,
     Instances,
@@ -130,11 +130,12 @@ def network_input(image: np.ndarray, segmenter: OnnxSegmenter, scale: float) -> 
 
 
 def cells_from_probs(
-    probs: np.ndarray, metadata: ModelMetadata, height: int, width: int
+    probs: np.ndarray, counting: Counting, layout: ChannelLayout, height: int, width: int
 ) -> tuple[Instances, list[Cell]]:
-    """Cell instances at the network's scale, and their measurements at the image's size."""
-    instances = find_instances(probs, metadata)
-    return instances, describe_cells(instances, metadata, (height, width))
+    """Cell instances at the network's scale, found with the thresholds in `counting`, and
+    their measurements at the image's size."""
+    instances = find_instances(probs, counting, layout)
+    return instances, describe_cells(instances, layout, (height, width))
 
 
 def segment_image(
@@ -166,14 +167,15 @@ def segment_image(
 
     check()
     start = time.perf_counter()
-    instances, cells = cells_from_probs(probs, metadata, height, width)
-    semantic = resize_nearest(class_map(probs, metadata), height, width) if with_class_map else None
+    layout = metadata.layout
+    instances, cells = cells_from_probs(probs, metadata.counting, layout, height, width)
+    semantic = resize_nearest(class_map(probs, layout), height, width) if with_class_map else None
     timings["postprocess"] = (time.perf_counter() - start) * 1000
     return Segmentation(
         network_instances=instances,
         size=(height, width),
         cells=cells,
-        counts=count_cells(cells, metadata),
+        counts=count_cells(cells, layout),
         timings_ms=timings,
         semantic=semantic,
     )

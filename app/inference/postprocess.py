@@ -11,7 +11,7 @@ from skimage.feature import peak_local_max
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
-from app.inference.metadata import ModelMetadata
+from app.inference.metadata import ChannelLayout, Counting
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,18 @@ class Instances:
     scores: dict[int, float]
 
 
-def class_map(probs: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
+def class_map(probs: np.ndarray, layout: ChannelLayout) -> np.ndarray:
     """The network's per-pixel class (argmax over the class channels), before any counting."""
-    return probs[..., : len(metadata.classes)].argmax(axis=-1).astype(np.uint8)
+    return probs[..., : len(layout.class_names)].argmax(axis=-1).astype(np.uint8)
 
 
-def centre_map(probs: np.ndarray, rbc_mask: np.ndarray, metadata: ModelMetadata) -> np.ndarray:
+def centre_map(
+    probs: np.ndarray, rbc_mask: np.ndarray, counting: Counting, layout: ChannelLayout
+) -> np.ndarray:
     """Where cell centres are likely: the model's heatmap, or the scaled distance to the edge."""
-    if metadata.counting.centre_source == "heatmap":
-        return probs[..., metadata.output.channels.index("centre")]
-    radius = metadata.rbc_diameter_px / 2
+    if counting.centre_source == "heatmap":
+        return probs[..., layout.centre_channel]
+    radius = layout.rbc_diameter_px / 2
     return np.clip(ndimage.distance_transform_edt(rbc_mask) / radius, 0.0, 1.0)
 
 
@@ -100,7 +102,7 @@ def _peak_instances(
     return relabel_sequential(labels)[0]
 
 
-def _split_wbcs(wbc_mask: np.ndarray, centres: np.ndarray, counting) -> np.ndarray:
+def _split_wbcs(wbc_mask: np.ndarray, centres: np.ndarray, counting: Counting) -> np.ndarray:
     """WBC instances: each WBC region split at its centre peaks; a region with no peak above
     the threshold (a faint heatmap) stays one cell, so no WBC is ever lost to splitting."""
     regions, _ = ndimage.label(wbc_mask)
@@ -124,27 +126,26 @@ def _split_wbcs(wbc_mask: np.ndarray, centres: np.ndarray, counting) -> np.ndarr
     return labels
 
 
-def find_instances(probs: np.ndarray, metadata: ModelMetadata) -> Instances:
-    """Split the per-pixel classes into cells.
+def find_instances(probs: np.ndarray, counting: Counting, layout: ChannelLayout) -> Instances:
+    """Split the per-pixel classes into cells, with the thresholds in `counting`.
 
     RBCs pile up and overlap, so each peak of the centre map seeds one RBC, grown by watershed
     over the RBC region; fragments smaller than the minimum area are dropped. WBCs are one per
     connected region (`wbc_components_rbc_peaks`), or split at centre peaks far enough apart
     that one lobed nucleus stays one cell (`cell_peaks`). Platelets are connected regions.
     """
-    counting = metadata.counting
-    names = [c.name for c in metadata.classes]
+    names = layout.class_names
     rbc_id, wbc_id = names.index("rbc"), names.index("wbc")
     platelet_id = names.index("platelet") if "platelet" in names else None
     class_probs = probs[..., : len(names)]
-    classes_at = class_map(probs, metadata)
+    classes_at = class_map(probs, layout)
 
     wbc_mask = fill_holes(
         remove_small_objects(classes_at == wbc_id, max_size=counting.wbc_min_area_px - 1)
     )
     rbc_mask = (classes_at == rbc_id) & ~wbc_mask
-    centres = centre_map(probs, rbc_mask, metadata)
-    if counting.method == "cell_peaks" and metadata.output.has_centre:
+    centres = centre_map(probs, rbc_mask, counting, layout)
+    if counting.method == "cell_peaks" and layout.centre_channel is not None:
         wbc_labels = _split_wbcs(wbc_mask, centres, counting)
     else:
         wbc_labels = ndimage.label(wbc_mask)[0]
@@ -231,7 +232,7 @@ def nearest_sources(size_in: int, size_out: int) -> np.ndarray:
 
 
 def describe_cells(
-    instances: Instances, metadata: ModelMetadata, size: tuple[int, int] | None = None
+    instances: Instances, layout: ChannelLayout, size: tuple[int, int] | None = None
 ) -> list[Cell]:
     """Per-cell measurements (bbox, centroid, area, score) from an instance map, in one pass
     over the cells' pixels rather than one per cell.
@@ -240,7 +241,7 @@ def describe_cells(
     ids included, measured on the map as it is: each of its pixels weighs as many image
     pixels as it becomes, so nothing of the image's size is built.
     """
-    names = {c.id: c.name for c in metadata.classes}
+    names = layout.class_names
     labels = instances.labels
     height, width = size or labels.shape
     renumber = (height, width) != labels.shape
@@ -288,9 +289,9 @@ def describe_cells(
     return cells
 
 
-def count_cells(cells: list[Cell], metadata: ModelMetadata) -> dict[str, int]:
+def count_cells(cells: list[Cell], layout: ChannelLayout) -> dict[str, int]:
     """Number of cells of each foreground class."""
-    counts = {c.name: 0 for c in metadata.classes if c.id != 0}
+    counts = dict.fromkeys(layout.class_names[1:], 0)
     for cell in cells:
         counts[cell.label] += 1
     return counts
