@@ -43,6 +43,7 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
         "strict",
         "batchnorm",
         "tune_counting",
+        "source_boost",
     }
     for item in fields(TrainConfig):
         if item.name in skip:
@@ -54,6 +55,14 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
             continue
         kwargs = {"choices": ["ellipses", "rectangles"]} if item.name == "targets" else {}
         parser.add_argument(flag, type=type(default), default=default, **kwargs)
+    parser.add_argument(
+        "--source-boost",
+        nargs="*",
+        default=[],
+        metavar="SOURCE=FACTOR",
+        help="sample these sources FACTOR times more often than sqrt(size) gives "
+        "(a source: a dataset dir's name, or name:WxH for a dataset of several sizes)",
+    )
     parser.add_argument("--no-batchnorm", dest="batchnorm", action="store_false")
     parser.add_argument(
         "--no-tune-counting",
@@ -124,7 +133,20 @@ def run_train(args: argparse.Namespace) -> dict:
     from training.train import train
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values["source_boost"] = dict(parse_boost(item) for item in args.source_boost)
     return train(TrainConfig(**values))
+
+
+def parse_boost(item: str) -> tuple[str, float]:
+    """SOURCE=FACTOR from --source-boost."""
+    source, _, factor = item.rpartition("=")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = -1.0
+    if not source or value <= 0:
+        raise SystemExit(f"--source-boost wants SOURCE=FACTOR with FACTOR > 0, not {item!r}")
+    return source, value
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:

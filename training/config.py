@@ -42,6 +42,8 @@ class TrainConfig:
     train_rbc_diameter_px: float = 40.0  # 0: the first dataset's median RBC diameter
     scale_range: float = 1.4  # scale augmentation, log-uniform in [1/range, range]
     samples_per_epoch: int = 384  # 0: one pass over the training images per epoch
+    # extra sampling weight of named sources, on top of sqrt(size): {"blood-cell-detection": 3}
+    source_boost: dict = field(default_factory=dict)
     val_per_source: int = 16  # validation crops per source during training; 0: all
     size_samples_per_source: int = 300  # images (resampled) the size regressor fits per source
     max_images: int = 0

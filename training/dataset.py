@@ -45,12 +45,16 @@ def prepare_examples(images: list[AnnotatedImage], scale: float, source: str = "
     return examples
 
 
-def source_weights(examples: list[Example]) -> np.ndarray:
+def source_weights(examples: list[Example], boost: dict[str, float] | None = None) -> np.ndarray:
     """Sampling probability per example: each source weighs sqrt(its size), so a small source
-    (one microscope's 64 images) is seen often without the large ones being starved."""
+    (one microscope's 64 images) is seen often without the large ones being starved, times
+    its `boost` (1 unless named)."""
+    boost = boost or {}
     sources = [e.source for e in examples]
     counts = {name: sources.count(name) for name in set(sources)}
-    weights = np.array([np.sqrt(counts[name]) / counts[name] for name in sources])
+    weights = np.array(
+        [boost.get(name, 1.0) * np.sqrt(counts[name]) / counts[name] for name in sources]
+    )
     return weights / weights.sum()
 
 
@@ -88,6 +92,7 @@ class CellBatches(keras.utils.PyDataset):
         seed: int,
         num_classes: int = 3,
         samples_per_epoch: int = 0,
+        source_boost: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.examples = examples
@@ -99,6 +104,7 @@ class CellBatches(keras.utils.PyDataset):
         self.seed = seed
         self.num_classes = num_classes
         self.samples_per_epoch = samples_per_epoch
+        self.source_boost = source_boost or {}
         self.epoch = 0
         self.order = np.arange(len(examples))
         self.on_epoch_end()
@@ -110,7 +116,9 @@ class CellBatches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch])
         if self.augment is not None and self.samples_per_epoch:
             self.order = rng.choice(
-                len(self.examples), self.samples_per_epoch, p=source_weights(self.examples)
+                len(self.examples),
+                self.samples_per_epoch,
+                p=source_weights(self.examples, self.source_boost),
             )
         elif self.augment is not None:
             self.order = rng.permutation(len(self.examples))

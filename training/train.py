@@ -235,6 +235,9 @@ def validation_examples(examples: list[Example], per_source: int) -> list[Exampl
 
 def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
     """Fit with checkpoints every epoch; resumes from run_dir/last.keras if it is there."""
+    unknown = set(config.source_boost) - {example.source for example in splits.train}
+    if unknown:
+        raise ValueError(f"--source-boost names no training source: {sorted(unknown)}")
     normalization = InputSpec().normalization
     train = CellBatches(
         splits.train,
@@ -246,6 +249,7 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
         config.seed,
         num_classes(config),
         config.samples_per_epoch,
+        config.source_boost,
     )
     val = CellBatches(
         validation_examples(splits.val, config.val_per_source),
