@@ -130,7 +130,7 @@ def test_bccd_image_at_its_own_magnification(client):
 
 
 def test_bccd_rbc_count_is_near_a_hand_count(client):
-    # 1.1.x split some large BCCD RBCs in two here (41 found); 2.0.0, trained on TXL-PBC's
+    # 1.1.x split some large BCCD RBCs in two here (41 found); 2.x, trained on TXL-PBC's
     # complete boxes of these images, does not
     # BCCD boxes 19 of this image's RBCs; counted by eye, including border cells, it holds
     # about 28 (+-3). Allow a generous 40.
