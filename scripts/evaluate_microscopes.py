@@ -26,6 +26,7 @@ from app.inference.decode import load_image
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import (
     REFINE_TOLERANCE,
+    agrees,
     estimated_scale,
     given_scale,
     segment_at_estimated_scale,
@@ -108,7 +109,7 @@ def score_set(
             network_ms.append(segmentation.timings_ms["inference"])
             if truth is not None:
                 ratios.append(choice.rbc_diameter_px / truth)
-                within.append(abs(choice.rbc_diameter_px / truth - 1) <= WITHIN)
+                within.append(agrees(choice.rbc_diameter_px, truth, WITHIN))
             warned += not choice.checked
         scored = scored_classes(names, annotated)
         for name, match in match_cells(segmentation.cells, boxes, scored).items():

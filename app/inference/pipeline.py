@@ -52,9 +52,14 @@ class Segmentation:
         return class_mask(self.instances)
 
     @property
+    def pixels(self) -> int:
+        """The image's pixel count (at least 1, to divide by)."""
+        return max(self.size[0] * self.size[1], 1)
+
+    @property
     def cell_cover(self) -> float:
         """The share of the image's pixels that belong to a counted cell."""
-        return sum(cell.area for cell in self.cells) / max(self.size[0] * self.size[1], 1)
+        return sum(cell.area for cell in self.cells) / self.pixels
 
 
 def scale_for(

@@ -65,8 +65,7 @@ def result_warnings(
             )
         )
     rbcs = segmentation.counts.get("rbc", 0)
-    pixels = max(segmentation.size[0] * segmentation.size[1], 1)
-    packing = rbcs * np.pi * (choice.rbc_diameter_px / 2) ** 2 / pixels
+    packing = rbcs * np.pi * (choice.rbc_diameter_px / 2) ** 2 / segmentation.pixels
     if packing > MAX_RBC_PACKING:
         found.append(
             ResultWarning(
