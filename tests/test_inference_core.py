@@ -13,7 +13,15 @@ from app.inference.postprocess import (
     find_instances,
     resize_instances,
 )
-from app.inference.preprocess import blend_weights, normalize_image, tile_windows, window_starts
+from app.inference.preprocess import (
+    blend_weights,
+    normalize_image,
+    pad_to_tile,
+    padded_size,
+    place_in_tile,
+    tile_windows,
+    window_starts,
+)
 
 
 def metadata(**counting) -> ModelMetadata:
@@ -39,6 +47,29 @@ def test_windows_cover_the_image_with_the_overlap():
 def test_blend_weights_taper_to_the_edges():
     w = blend_weights(256, 64)
     assert w[128, 128] == 1.0 and w[0, 0] < 0.01 and w[0, 128] < w[32, 128] < w[64, 128]
+
+
+def test_an_edge_border_fills_only_the_room_the_padding_leaves():
+    image = np.random.default_rng(1).normal(size=(166, 237, 3)).astype(np.float32)
+    plain, top, left = place_in_tile(image, 256, 16)
+    assert (top, left) == (0, 0) and np.array_equal(plain, pad_to_tile(image, 256, 16))
+
+    placed, top, left = place_in_tile(image, 256, 16, edge_border=16)
+    assert placed.shape[:2] == padded_size(166, 237, 256, 16) == (256, 256)
+    assert (top, left) == (16, 9)  # 19 columns of room: 9 left, 10 right
+    assert np.array_equal(placed[top : top + 166, left : left + 237], image)
+    bottom, right = top + 166, left + 237
+    assert np.array_equal(placed[0], placed[top]) and np.array_equal(
+        placed[bottom + 15], placed[bottom - 1]
+    )
+    assert np.array_equal(placed[top:bottom, 0], image[:, 0])
+    assert np.array_equal(placed[top:bottom, -1], image[:, -1])  # 10 edge columns fill the right
+    assert right + 10 == 256
+    assert not placed[bottom + 16 :].any()  # past the border: zeros, as before
+
+    # an image already a whole number of tiles has no room: nothing is added, nothing moves
+    whole = image[:160, :224]
+    assert place_in_tile(whole, 128, 16, edge_border=16)[1:] == (0, 0)
 
 
 def test_normalisation_is_per_channel_standardisation():

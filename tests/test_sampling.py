@@ -1,11 +1,15 @@
-"""How training draws its crops: sources weighted by sqrt(size), times a boost a user names."""
+"""How training draws its crops: sources weighted by sqrt(size) times a boost a user names, and
+the edge band inference places around an image."""
 
 import numpy as np
 import pytest
 
+from app.inference.metadata import InputSpec
+from app.inference.preprocess import normalize_image
 from training.cli import parse_boost
 from training.config import TrainConfig
-from training.dataset import Example, source_weights
+from training.data import Box
+from training.dataset import CellBatches, Example, edge_band, source_weights
 from training.train import Splits, fit
 
 
@@ -42,3 +46,36 @@ def test_boosting_a_source_that_is_not_trained_on_is_refused(tmp_path):
     config = TrainConfig(source_boost={"blood-cel-detection": 3.0})
     with pytest.raises(ValueError, match="blood-cel-detection"):
         fit(config, splits, tmp_path)
+
+
+def test_an_edge_band_replicates_the_border_and_moves_the_boxes():
+    image = np.arange(4 * 6 * 3, dtype=np.float32).reshape(4, 6, 3)
+    banded, (box,) = edge_band(image, [Box(0, 1, 3, 4, "rbc")], (1, 2, 3, 0))
+    assert banded.shape == (7, 9, 3)
+    assert np.array_equal(banded[1:5, 3:], image)
+    assert np.array_equal(banded[0, 3:], image[0]) and np.array_equal(banded[6, 3:], image[-1])
+    assert np.array_equal(banded[1:5, 0], image[:, 0])
+    assert (box.x_min, box.y_min, box.x_max, box.y_max) == (3, 2, 6, 5)
+
+
+def test_validation_crops_carry_the_band_inference_places_around_an_image():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (120, 140, 3), dtype=np.uint8)
+    spec = InputSpec().normalization
+    batches = CellBatches(
+        [Example(image, [], True, True, "s")],
+        1,
+        160,
+        "ellipses",
+        spec,
+        None,
+        0,
+        4,
+        edge_border_px=16,
+    )
+    crop, _ = batches.sample(0, rng)
+    normalized = normalize_image(image, spec)
+    assert np.allclose(crop[16 : 16 + 120, 16 : 16 + 140], normalized)
+    assert np.allclose(crop[:16, 16 : 16 + 140], normalized[0])  # the band above: the top row
+    assert np.allclose(crop[16 : 16 + 120, :16], normalized[:, :1])
+    assert not crop[152:].any()  # past the band: zeros

@@ -41,6 +41,9 @@ class TrainConfig:
     platelet_weight: float = 3.0
     train_rbc_diameter_px: float = 40.0  # 0: the first dataset's median RBC diameter
     scale_range: float = 1.4  # scale augmentation, log-uniform in [1/range, range]
+    # edge-replicated band around each image, as inference pads it (input.edge_border_px);
+    # training draws each side's width in [0, this] so any band the tile leaves room for works
+    edge_border_px: int = 0
     samples_per_epoch: int = 384  # 0: one pass over the training images per epoch
     # extra sampling weight of named sources, on top of sqrt(size): {"blood-cell-detection": 3}
     source_boost: dict = field(default_factory=dict)

@@ -58,6 +58,19 @@ def source_weights(examples: list[Example], boost: dict[str, float] | None = Non
     return weights / weights.sum()
 
 
+def edge_band(
+    image: np.ndarray, boxes: list[Box], sides: tuple[int, int, int, int]
+) -> tuple[np.ndarray, list[Box]]:
+    """The image with edge-replicated bands of (top, bottom, left, right) pixels, as inference
+    pads it (preprocess.place_in_tile), and the boxes moved with it. The band holds no cell."""
+    top, bottom, left, right = sides
+    padded = np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    moved = [
+        Box(b.x_min + left, b.y_min + top, b.x_max + left, b.y_max + top, b.label) for b in boxes
+    ]
+    return padded, moved
+
+
 def crop_with_boxes(
     image: np.ndarray, boxes: list[Box], top: int, left: int, size: int
 ) -> tuple[np.ndarray, list[Box]]:
@@ -93,6 +106,7 @@ class CellBatches(keras.utils.PyDataset):
         num_classes: int = 3,
         samples_per_epoch: int = 0,
         source_boost: dict[str, float] | None = None,
+        edge_border_px: int = 0,
     ) -> None:
         super().__init__()
         self.examples = examples
@@ -105,6 +119,7 @@ class CellBatches(keras.utils.PyDataset):
         self.num_classes = num_classes
         self.samples_per_epoch = samples_per_epoch
         self.source_boost = source_boost or {}
+        self.edge_border_px = edge_border_px
         self.epoch = 0
         self.order = np.arange(len(examples))
         self.on_epoch_end()
@@ -132,6 +147,10 @@ class CellBatches(keras.utils.PyDataset):
             image, boxes = geometric(image, boxes, rng, self.augment)
             image = colour(image, rng, self.augment)
         normalized = normalize_image(image, self.normalization)
+        if self.edge_border_px:
+            band = self.edge_border_px
+            sides = tuple(rng.integers(0, band + 1, 4)) if self.augment else (band,) * 4
+            normalized, boxes = edge_band(normalized, boxes, sides)
         size = self.crop_size
         top = left = 0
         if self.augment is not None:

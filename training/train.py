@@ -157,7 +157,11 @@ def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata
         name=config.name,
         version=config.version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
         classes=classes,
-        input=InputSpec(tile_size=config.tile_size, size_multiple=2**config.depth),
+        input=InputSpec(
+            tile_size=config.tile_size,
+            size_multiple=2**config.depth,
+            edge_border_px=config.edge_border_px,
+        ),
         output=OutputSpec(channels=channels),
         rbc_diameter_px=round(rbc_diameter_px, 2),
         counting=counting,
@@ -250,6 +254,7 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
         num_classes(config),
         config.samples_per_epoch,
         config.source_boost,
+        config.edge_border_px,
     )
     val = CellBatches(
         validation_examples(splits.val, config.val_per_source),
@@ -260,6 +265,7 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
         None,
         config.seed,
         num_classes(config),
+        edge_border_px=config.edge_border_px,
     )
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}

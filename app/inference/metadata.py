@@ -41,6 +41,12 @@ class InputSpec(BaseModel):
     channels: Literal["RGB"] = "RGB"
     tile_size: int = Field(256, description="height and width of one inference window")
     size_multiple: int = Field(16, description="spatial sizes must be a multiple of this")
+    edge_border_px: int = Field(
+        0,
+        ge=0,
+        description="pixels of edge-replicated border placed around the image, on each side, "
+        "as far as the padded size leaves room (0: zero padding below and right, as 1.x-2.1)",
+    )
     normalization: Normalization = Normalization()
 
 

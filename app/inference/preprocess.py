@@ -94,6 +94,29 @@ def pad_to_tile(array: np.ndarray, tile: int, multiple: int) -> np.ndarray:
     return np.pad(array, pad)
 
 
+def place_in_tile(
+    array: np.ndarray, tile: int, multiple: int, edge_border: int = 0
+) -> tuple[np.ndarray, int, int]:
+    """`array` padded as `pad_to_tile` pads it, and where it sits: (padded, top, left).
+
+    With `edge_border`, up to that many pixels of each side are edge-replicated into the room
+    the padding leaves (never more, so the work is the same): cells cut by the image border
+    look as they did in training (TrainConfig.edge_border_px), instead of ending at zeros.
+    """
+    if not edge_border:
+        return pad_to_tile(array, tile, multiple), 0, 0
+    height, width = array.shape[:2]
+    target_h, target_w = padded_size(height, width, tile, multiple)
+    top = min(edge_border, (target_h - height) // 2)
+    left = min(edge_border, (target_w - width) // 2)
+    bottom = min(edge_border, target_h - height - top)
+    right = min(edge_border, target_w - width - left)
+    rest = ((0, 0),) * (array.ndim - 2)
+    edged = np.pad(array, ((top, bottom), (left, right), *rest), mode="edge")
+    zeros = ((0, target_h - edged.shape[0]), (0, target_w - edged.shape[1]), *rest)
+    return np.pad(edged, zeros), top, left
+
+
 def blend_weights(tile: int, overlap: int) -> np.ndarray:
     """Per-pixel weights for merging overlapping tiles: 1 inside, tapering linearly to the edges.
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.inference.metadata import MODEL_FILE, ModelMetadata
-from app.inference.preprocess import blend_weights, pad_to_tile, padded_size, tile_windows
+from app.inference.preprocess import blend_weights, padded_size, place_in_tile, tile_windows
 
 logger = logging.getLogger(__name__)
 
@@ -163,12 +163,14 @@ class OnnxSegmenter:
         height, width = normalized.shape[:2]
         tile = self.tile_size
         overlap = self.overlap
-        padded = pad_to_tile(normalized, tile, self.metadata.input.size_multiple)
+        spec = self.metadata.input
+        padded, top, left = place_in_tile(normalized, tile, spec.size_multiple, spec.edge_border_px)
+        image_part = slice(top, top + height), slice(left, left + width)
         windows = tile_windows(padded.shape[0], padded.shape[1], tile, overlap)
         if len(windows) == 1:  # one tile: nothing to blend
             if check is not None:
                 check()
-            return run(padded[None])[0, :height, :width]
+            return run(padded[None])[0][image_part]
         weights = blend_weights(tile, overlap)[..., None]
         channels = len(self.metadata.output.channels)
         merged = np.zeros((*padded.shape[:2], channels), dtype=np.float32)
@@ -183,4 +185,4 @@ class OnnxSegmenter:
                 cols = slice(window.left, window.left + tile)
                 merged[rows, cols] += probs * weights
                 total[rows, cols] += weights
-        return (merged / total)[:height, :width]
+        return (merged / total)[image_part]
