@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.inference.metadata import read_metadata, resolve_model_dir
+from app.inference.preprocess import place_in_tile
 from tests.conftest import FIXTURE_BCCD as BCCD
 from tests.conftest import FIXTURE_BCD as BCD
+from tests.conftest import SHIPPED_MODEL
 from training.data import load_dataset, median_rbc_diameter
 
 BCD_IMAGE = "image-2.png"
@@ -142,17 +145,27 @@ def test_a_cell_on_a_tile_border_is_counted_once(client, annotations):
 
     The image is a window on a strip of real smears (image-2 second), so that every pixel is
     real content: a flat fill would skew the per-image normalisation and test that instead.
-    It is sent at scale 1, so that the tiles fall where this test puts them.
+    It is sent at the model's own scale (image-2's RBC diameter given), where the service
+    segments it, and the seam is found where the tiles fall at that scale: the first tile's
+    right edge, less the band the model asks for around the image.
     """
     names = ("image-4.png", BCD_IMAGE, "image-7.png", "image-10.png")
     strip = np.hstack([np.array(Image.open(BCD / "images" / n).convert("RGB")) for n in names])
     (wbc,) = [b for b in annotations[BCD_IMAGE].boxes if b.label == "wbc"]
-    seam = 256  # the first tile's right edge: tiles start at 0, 222 and 444
+    metadata = read_metadata(resolve_model_dir(SHIPPED_MODEL) / "model.json")
+    diameter = median_rbc_diameter([annotations[BCD_IMAGE]])
+    scale = metadata.rbc_diameter_px / diameter
+    network = np.zeros((round(256 * scale), round(700 * scale), 1), np.float32)
+    spec = metadata.input
+    _, _, band = place_in_tile(network, spec.tile_size, spec.size_multiple, spec.edge_border_px)
+    seam = (spec.tile_size - band) / scale  # the first tile's right edge, in image pixels
+    assert 256 < seam < 700 - 128
 
     def segment_with_image_at(left: int) -> tuple[list[dict], list[dict]]:
         """The WBCs over image-2's WBC and the RBCs inside image-2, image-2 at x=left."""
         window = png_of(strip[:, 256 - left : 956 - left])
-        body = post(client, "/segment?scale=1", window).json()
+        body = post(client, f"/segment?rbc_diameter={diameter}", window).json()
+        assert body["scale"] == pytest.approx(scale, abs=1e-3)
         wbc_x = (left + wbc.x_min, left + wbc.x_max)
         wbcs = [
             c
@@ -166,10 +179,10 @@ def test_a_cell_on_a_tile_border_is_counted_once(client, annotations):
         ]
         return wbcs, rbcs
 
-    across_wbcs, across_rbcs = segment_with_image_at(seam - round((wbc.x_min + wbc.x_max) / 2))
+    across_wbcs, across_rbcs = segment_with_image_at(round(seam - (wbc.x_min + wbc.x_max) / 2))
     assert len(across_wbcs) == 1
     assert across_wbcs[0]["bbox"][0] < seam - 20 and across_wbcs[0]["bbox"][2] > seam + 20
-    inside_wbcs, inside_rbcs = segment_with_image_at(222)  # image-2 inside the second tile
+    inside_wbcs, inside_rbcs = segment_with_image_at(0)  # image-2 inside the first tile
     assert len(inside_wbcs) == 1
     assert abs(across_wbcs[0]["area"] - inside_wbcs[0]["area"]) < 0.1 * inside_wbcs[0]["area"]
     assert abs(len(across_rbcs) - len(inside_rbcs)) <= 2

@@ -14,6 +14,7 @@ from app.inference.postprocess import (
     resize_instances,
 )
 from app.inference.preprocess import (
+    EDGE_INSET_PX,
     blend_weights,
     normalize_image,
     pad_to_tile,
@@ -59,13 +60,25 @@ def test_an_edge_border_fills_only_the_room_the_padding_leaves():
     assert (top, left) == (16, 9)  # 19 columns of room: 9 left, 10 right
     assert np.array_equal(placed[top : top + 166, left : left + 237], image)
     bottom, right = top + 166, left + 237
-    assert np.array_equal(placed[0], placed[top]) and np.array_equal(
-        placed[bottom + 15], placed[bottom - 1]
-    )
-    assert np.array_equal(placed[top:bottom, 0], image[:, 0])
-    assert np.array_equal(placed[top:bottom, -1], image[:, -1])  # 10 edge columns fill the right
-    assert right + 10 == 256
+    inset = EDGE_INSET_PX
+    # the band repeats the row and column EDGE_INSET_PX in from each border
+    assert (placed[:top, left + inset : right - inset] == image[inset, inset:-inset]).all()
+    assert (
+        placed[bottom : bottom + 16, left + inset : right - inset]
+        == image[-1 - inset, inset:-inset]
+    ).all()
+    assert (placed[top + inset : bottom - inset, :left] == image[inset:-inset, inset, None]).all()
+    assert (
+        placed[top + inset : bottom - inset, right:] == image[inset:-inset, -1 - inset, None]
+    ).all()
+    assert right + 10 == 256  # 10 columns of band fill the right
     assert not placed[bottom + 16 :].any()  # past the border: zeros, as before
+
+    # a dark frame line around an image is not repeated into the band
+    framed = image.copy()
+    framed[0] = framed[-1] = framed[:, 0] = framed[:, -1] = -50.0
+    banded, top, left = place_in_tile(framed, 256, 16, edge_border=16)
+    assert (banded == -50.0).sum() == (framed == -50.0).sum()
 
     # an image already a whole number of tiles has no room: nothing is added, nothing moves
     whole = image[:160, :224]

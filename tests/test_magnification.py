@@ -9,6 +9,9 @@ from scipy import ndimage
 from app.inference.decode import load_image
 from app.inference.magnification import (
     COARSE_MAX_SIDE,
+    LEGACY_SIGNATURE,
+    SIGNATURE,
+    SignatureSpec,
     coarse_rbc_diameter,
     estimate_rbc_diameter,
     gaussian_laplace,
@@ -16,7 +19,7 @@ from app.inference.magnification import (
 )
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.preprocess import rescale_image
-from tests.conftest import FIXTURE_BCD, SHIPPED_MODEL
+from tests.conftest import FIXTURE_BCD, ROOT, SHIPPED_MODEL
 from training.data import load_dataset, median_rbc_diameter
 
 
@@ -74,3 +77,17 @@ def test_the_signatures_laplacian_is_scipys_to_the_bit(smears):
         assert np.array_equal(
             gaussian_laplace(green, sigma), ndimage.gaussian_laplace(green, sigma)
         )
+
+
+def test_each_model_reads_the_signature_its_regressor_was_fitted_on(metadata, smears):
+    """2.0.0 and 2.1.0 were fitted on the legacy signature and keep it; a regressor fitted since
+    names its own (the octave pyramid), and the two differ enough that mixing them up shows."""
+    older = read_metadata(ROOT / "models" / "bloodseg" / "2.1.0" / "model.json")
+    assert SignatureSpec.of(older.size_regressor) == LEGACY_SIGNATURE
+    assert SignatureSpec.of(None) == LEGACY_SIGNATURE
+    assert SignatureSpec.of(metadata.size_regressor) == SIGNATURE != LEGACY_SIGNATURE
+    image, diameter = smears[0]
+    legacy, octaves = log_signature(image), log_signature(image, SIGNATURE)
+    assert legacy.shape == octaves.shape and not np.allclose(legacy, octaves)
+    for model in (older, metadata):
+        assert 0.85 < estimate_rbc_diameter(image, model) / diameter < 1.15

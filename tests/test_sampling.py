@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from app.inference.metadata import InputSpec
-from app.inference.preprocess import normalize_image
+from app.inference.preprocess import EDGE_INSET_PX, edge_pad, normalize_image
 from training.cli import parse_boost
 from training.config import TrainConfig
 from training.data import Box
@@ -48,13 +48,12 @@ def test_boosting_a_source_that_is_not_trained_on_is_refused(tmp_path):
         fit(config, splits, tmp_path)
 
 
-def test_an_edge_band_replicates_the_border_and_moves_the_boxes():
-    image = np.arange(4 * 6 * 3, dtype=np.float32).reshape(4, 6, 3)
+def test_an_edge_band_is_inferences_band_and_moves_the_boxes():
+    image = np.arange(12 * 10 * 3, dtype=np.float32).reshape(12, 10, 3)
     banded, (box,) = edge_band(image, [Box(0, 1, 3, 4, "rbc")], (1, 2, 3, 0))
-    assert banded.shape == (7, 9, 3)
-    assert np.array_equal(banded[1:5, 3:], image)
-    assert np.array_equal(banded[0, 3:], image[0]) and np.array_equal(banded[6, 3:], image[-1])
-    assert np.array_equal(banded[1:5, 0], image[:, 0])
+    assert np.array_equal(banded, edge_pad(image, (1, 2, 3, 0)))
+    assert banded.shape == (15, 13, 3)
+    assert np.array_equal(banded[1:13, 3:], image)
     assert (box.x_min, box.y_min, box.x_max, box.y_max) == (3, 2, 6, 5)
 
 
@@ -73,9 +72,21 @@ def test_validation_crops_carry_the_band_inference_places_around_an_image():
         4,
         edge_border_px=16,
     )
-    crop, _ = batches.sample(0, rng)
+    crop, targets = batches.sample(0, rng)
     normalized = normalize_image(image, spec)
     assert np.allclose(crop[16 : 16 + 120, 16 : 16 + 140], normalized)
-    assert np.allclose(crop[:16, 16 : 16 + 140], normalized[0])  # the band above: the top row
-    assert np.allclose(crop[16 : 16 + 120, :16], normalized[:, :1])
+    inset = EDGE_INSET_PX  # the band above repeats the row this far in
+    assert np.allclose(crop[:16, 16 + inset : 16 + 140 - inset], normalized[inset, inset:-inset])
+    assert np.allclose(
+        crop[16 + inset : 16 + 120 - inset, :16], normalized[inset:-inset, inset, None]
+    )
     assert not crop[152:].any()  # past the band: zeros
+    allowed, centre_weight = targets[..., :4].astype(bool), targets[..., 5]
+    band = np.ones((160, 160), bool)
+    band[16 : 16 + 120, 16 : 16 + 140] = False
+    band[152:] = band[:, 172:] = False  # past the band: background, as before
+    # inference drops the band's output: any class goes there and no centre is taught
+    assert allowed[band].all() and not centre_weight[band].any()
+    inside = ~band
+    assert (allowed[inside].sum(-1) == 1).all() and allowed[inside][:, 0].all()
+    assert centre_weight[inside].all()

@@ -9,7 +9,7 @@ import numpy as np
 
 from app.inference.decode import load_image
 from app.inference.metadata import Normalization
-from app.inference.preprocess import normalize_image, rescale_image
+from app.inference.preprocess import edge_pad, normalize_image, rescale_image
 from training.augment import AugmentConfig, colour, geometric, scale_boxes
 from training.data import AnnotatedImage, Box
 from training.targets import TargetShape, complete_cut_box, make_targets
@@ -61,14 +61,13 @@ def source_weights(examples: list[Example], boost: dict[str, float] | None = Non
 def edge_band(
     image: np.ndarray, boxes: list[Box], sides: tuple[int, int, int, int]
 ) -> tuple[np.ndarray, list[Box]]:
-    """The image with edge-replicated bands of (top, bottom, left, right) pixels, as inference
-    pads it (preprocess.place_in_tile), and the boxes moved with it. The band holds no cell."""
-    top, bottom, left, right = sides
-    padded = np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    """The image with bands of (top, bottom, left, right) pixels as inference pads it
+    (preprocess.edge_pad), and the boxes moved with it."""
+    top, _, left, _ = sides
     moved = [
         Box(b.x_min + left, b.y_min + top, b.x_max + left, b.y_max + top, b.label) for b in boxes
     ]
-    return padded, moved
+    return edge_pad(image, sides), moved
 
 
 def crop_with_boxes(
@@ -147,6 +146,8 @@ class CellBatches(keras.utils.PyDataset):
             image, boxes = geometric(image, boxes, rng, self.augment)
             image = colour(image, rng, self.augment)
         normalized = normalize_image(image, self.normalization)
+        height, width = image.shape[:2]
+        sides = (0, 0, 0, 0)
         if self.edge_border_px:
             band = self.edge_border_px
             sides = tuple(rng.integers(0, band + 1, 4)) if self.augment else (band,) * 4
@@ -155,7 +156,7 @@ class CellBatches(keras.utils.PyDataset):
         top = left = 0
         if self.augment is not None:
             # an image smaller than the crop lands anywhere inside it
-            spare_rows, spare_cols = image.shape[0] - size, image.shape[1] - size
+            spare_rows, spare_cols = normalized.shape[0] - size, normalized.shape[1] - size
             top = int(rng.integers(min(0, spare_rows), max(0, spare_rows) + 1))
             left = int(rng.integers(min(0, spare_cols), max(0, spare_cols) + 1))
         crop, crop_boxes = crop_with_boxes(normalized, boxes, top, left, size)
@@ -168,6 +169,13 @@ class CellBatches(keras.utils.PyDataset):
             example.platelets_complete,
             self.num_classes,
         )
+        if any(sides):
+            # inference drops the band's output: nothing is taught there, any class goes
+            band_pixels = np.ones(normalized.shape[:2], dtype=bool)
+            band_pixels[sides[0] : sides[0] + height, sides[2] : sides[2] + width] = False
+            in_crop, _ = crop_with_boxes(band_pixels[..., None], [], top, left, size)
+            targets.allowed[in_crop[..., 0]] = True
+            targets.centre_weight[in_crop[..., 0]] = 0.0
         return crop, targets.stacked()
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:

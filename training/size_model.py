@@ -10,11 +10,14 @@ the square root of its size, as in training.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 import numpy as np
 
 from app.inference.decode import load_image
 from app.inference.magnification import (
+    SIGNATURE,
+    SignatureSpec,
     log_signature,
     regressed_log_diameter,
     signature_features,
@@ -29,7 +32,10 @@ RIDGE = 3.0
 
 
 def size_samples(
-    images: list[AnnotatedImage], resamples: int, rng: np.random.Generator
+    images: list[AnnotatedImage],
+    resamples: int,
+    rng: np.random.Generator,
+    spec: SignatureSpec = SIGNATURE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Peak log diameters, signature features and true log diameters of the images, each at
     its own scale and `resamples` random ones. Images with no complete RBC box are skipped."""
@@ -43,7 +49,7 @@ def size_samples(
         factors = [1.0, *np.exp(rng.uniform(*np.log(RESAMPLE_RANGE), size=resamples))]
         for factor in factors:
             resampled = rescale_image(image, float(factor))
-            peak, window = signature_features(log_signature(resampled))
+            peak, window = signature_features(log_signature(resampled, spec))
             peaks.append(peak)
             features.append(window)
             truths.append(np.log(diameter * resampled.shape[1] / image.shape[1]))
@@ -66,10 +72,14 @@ def fit_ridge(features: np.ndarray, targets: np.ndarray, weights: np.ndarray) ->
 
 
 def fit_size_regressor(
-    groups: list[list[AnnotatedImage]], samples_per_source: int = 400, seed: int = 7
+    groups: list[list[AnnotatedImage]],
+    samples_per_source: int = 400,
+    seed: int = 7,
+    spec: SignatureSpec = SIGNATURE,
 ) -> tuple[dict, dict]:
     """The regressor, and its fit on the training images: the share within 12 % of the true
-    diameter and the median absolute error. Each group is one source's training images."""
+    diameter and the median absolute error. Each group is one source's training images; the
+    regressor names the signature `spec` it reads."""
     rng = np.random.default_rng(seed)
     peaks, features, truths, weights = [], [], [], []
     for images in groups:
@@ -77,14 +87,17 @@ def fit_size_regressor(
             continue
         resamples = max(0, int(np.ceil(samples_per_source / len(images))) - 1)
         chosen = images[:samples_per_source]
-        p, f, t = size_samples(chosen, resamples, rng)
+        p, f, t = size_samples(chosen, resamples, rng, spec)
         peaks.append(p)
         features.append(f)
         truths.append(t)
         weights.append(np.full(len(t), np.sqrt(len(images)) / max(len(t), 1)))
     peak, feature, truth = (np.concatenate(x) for x in (peaks, features, truths))
     weight = np.concatenate(weights)
-    regressor = fit_ridge(feature, truth - peak, weight / weight.mean())
+    regressor = {
+        **fit_ridge(feature, truth - peak, weight / weight.mean()),
+        "signature": asdict(spec),
+    }
     predicted = regressed_log_diameter(peak, feature, regressor)
     error = np.abs(np.exp(predicted - truth) - 1)
     fit = {

@@ -20,6 +20,7 @@ confidence and does not predict the error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -38,7 +39,6 @@ WINDOW = 6  # levels either side of the peak that the size regressor reads
 PERCENTILES = (50, 90, 99)
 LOG_TO_DIAMETER = 2.0 * np.sqrt(2.0)  # a disc of radius r answers a LoG best at sigma r/sqrt(2)
 SIGMAS = np.geomspace(MIN_DIAMETER_PX, MAX_DIAMETER_PX, LEVELS) / LOG_TO_DIAMETER
-WORKING_SIGMA = 1.5  # each level is computed on the image shrunk so sigma is this many pixels
 COARSE_MAX_SIDE = 1024  # the estimate reads a central window of at most this side
 
 
@@ -46,7 +46,7 @@ COARSE_MAX_SIDE = 1024  # the estimate reads a central window of at most this si
 def _gaussian_kernels(sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """The smoothing and second-derivative Gaussian kernels that ndimage.gaussian_laplace
     builds at this sigma, read off a unit impulse (built once: every level filters at about
-    WORKING_SIGMA, and building them cost as much as filtering the smaller levels)."""
+    the spec's working sigma, and building them cost as much as filtering the smaller levels)."""
     radius = int(4.0 * sigma + 0.5)
     impulse = np.zeros(2 * radius + 1)
     impulse[radius] = 1.0
@@ -64,7 +64,30 @@ def gaussian_laplace(image: np.ndarray, sigma: float) -> np.ndarray:
     return across
 
 
-def log_signature(image: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class SignatureSpec:
+    """How the signature is computed; a size regressor is fitted to one and names it in
+    model.json (`size_regressor.signature`), so each model keeps the one it was fitted on."""
+
+    # each level is computed on the image shrunk so that sigma is this many pixels
+    working_sigma: float = 1.5
+    # shrink each level from the nearest 2x level of an image pyramid instead of the whole
+    # image (resizing costs less; with sigma 2 px the levels keep more pixels, which costs
+    # more): fitted since 2.2.0, its regressor is closer (within 12 % on 0.595 of the fit's
+    # samples against 0.536) and it costs 10 to 20 % more than the legacy signature
+    octaves: bool = False
+
+    @classmethod
+    def of(cls, regressor: dict | None) -> SignatureSpec:
+        """The spec a size regressor was fitted on (1.x and 2.0-2.1: the default)."""
+        return cls(**((regressor or {}).get("signature") or {}))
+
+
+LEGACY_SIGNATURE = SignatureSpec()
+SIGNATURE = SignatureSpec(working_sigma=2.0, octaves=True)  # what new regressors are fitted on
+
+
+def log_signature(image: np.ndarray, spec: SignatureSpec = LEGACY_SIGNATURE) -> np.ndarray:
     """(LEVELS, len(PERCENTILES)) percentiles of the scale-normalised Laplacian of Gaussian of
     the inverted green channel (RBCs are darker than plasma there), one row per SIGMAS level:
     a granulometry of the image that slides along the levels as the magnification changes.
@@ -74,13 +97,17 @@ def log_signature(image: np.ndarray) -> np.ndarray:
     green = image[top : top + COARSE_MAX_SIDE, left : left + COARSE_MAX_SIDE, 1]
     green = green.astype(np.float32)
     inverted = (green.mean() - green) / max(float(green.std()), 1.0)
-    base = Image.fromarray(inverted)
     height, width = inverted.shape
+    octaves = [(1.0, Image.fromarray(inverted))]
     rows = []
     for sigma in SIGMAS:
-        shrink = max(1.0, sigma / WORKING_SIGMA)
+        shrink = max(1.0, sigma / spec.working_sigma)
         size = (max(8, round(width / shrink)), max(8, round(height / shrink)))
-        small = np.asarray(base.resize(size, Image.Resampling.BOX)) if shrink > 1 else inverted
+        while spec.octaves and octaves[-1][0] * 4 <= shrink and min(octaves[-1][1].size) >= 32:
+            factor, level = octaves[-1]
+            octaves.append((factor * 2, level.reduce(2)))
+        source = octaves[-1][1]
+        small = np.asarray(source.resize(size, Image.Resampling.BOX)) if shrink > 1 else inverted
         working = sigma / shrink
         response = -gaussian_laplace(small, working) * working**2
         margin = int(2 * working)
@@ -113,7 +140,7 @@ def coarse_rbc_diameter(image: np.ndarray, regressor: dict | None = None) -> flo
     """RBC diameter (pixels) from the LoG signature: the peak's scale corrected by the model's
     size regressor (ridge weights fitted on its training images, training/size_model.py), or
     the peak's scale alone for a model without one."""
-    log_peak, features = signature_features(log_signature(image))
+    log_peak, features = signature_features(log_signature(image, SignatureSpec.of(regressor)))
     if not regressor:
         return float(np.exp(log_peak))
     return float(np.exp(regressed_log_diameter(log_peak, features, regressor)))

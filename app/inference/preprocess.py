@@ -94,14 +94,34 @@ def pad_to_tile(array: np.ndarray, tile: int, multiple: int) -> np.ndarray:
     return np.pad(array, pad)
 
 
+# the band repeats the rows and columns this far in from the border: a camera's or scanner's
+# outermost rows are often a dark frame line, which repeated would look like a dark cell
+EDGE_INSET_PX = 2
+
+
+def edge_pad(array: np.ndarray, sides: tuple[int, int, int, int]) -> np.ndarray:
+    """`array` with bands of (top, bottom, left, right) pixels that repeat its row or column
+    EDGE_INSET_PX in from each border (training/dataset.py bands its crops the same way)."""
+    top, bottom, left, right = sides
+    height, width = array.shape[:2]
+    inset = max(0, min(EDGE_INSET_PX, (min(height, width) - 1) // 2))
+    core = array[inset : height - inset, inset : width - inset]
+    rest = ((0, 0),) * (array.ndim - 2)
+    around = ((top + inset, bottom + inset), (left + inset, right + inset), *rest)
+    padded = np.pad(core, around, mode="edge")
+    padded[top : top + height, left : left + width] = array
+    return padded
+
+
 def place_in_tile(
     array: np.ndarray, tile: int, multiple: int, edge_border: int = 0
 ) -> tuple[np.ndarray, int, int]:
     """`array` padded as `pad_to_tile` pads it, and where it sits: (padded, top, left).
 
-    With `edge_border`, up to that many pixels of each side are edge-replicated into the room
-    the padding leaves (never more, so the work is the same): cells cut by the image border
-    look as they did in training (TrainConfig.edge_border_px), instead of ending at zeros.
+    With `edge_border`, up to that many pixels of each side repeat the image's border rows and
+    columns (edge_pad) into the room the padding leaves (never more, so the work is the
+    same): cells cut by the image border look as they did in training
+    (TrainConfig.edge_border_px), instead of ending at zeros.
     """
     if not edge_border:
         return pad_to_tile(array, tile, multiple), 0, 0
@@ -111,10 +131,9 @@ def place_in_tile(
     left = min(edge_border, (target_w - width) // 2)
     bottom = min(edge_border, target_h - height - top)
     right = min(edge_border, target_w - width - left)
-    rest = ((0, 0),) * (array.ndim - 2)
-    edged = np.pad(array, ((top, bottom), (left, right), *rest), mode="edge")
-    zeros = ((0, target_h - edged.shape[0]), (0, target_w - edged.shape[1]), *rest)
-    return np.pad(edged, zeros), top, left
+    edged = edge_pad(array, (top, bottom, left, right))
+    zeros = ((0, target_h - edged.shape[0]), (0, target_w - edged.shape[1]))
+    return np.pad(edged, zeros + ((0, 0),) * (array.ndim - 2)), top, left
 
 
 def blend_weights(tile: int, overlap: int) -> np.ndarray:
