@@ -44,8 +44,9 @@ class InputSpec(BaseModel):
     edge_border_px: int = Field(
         0,
         ge=0,
-        description="pixels of edge-replicated border placed around the image, on each side, "
-        "as far as the padded size leaves room (0: zero padding below and right, as 1.x-2.1)",
+        description="pixels of band placed around the image on each side, as far as the "
+        "padded size leaves room, repeating the image's rows and columns 2 px in from its "
+        "border (0: zero padding below and right, as 1.x-2.1)",
     )
     normalization: Normalization = Normalization()
 

@@ -35,6 +35,8 @@ PUBLIC_TRAINING_KEYS = (
     "train_rbc_diameter_px",
     "scale_range",
     "samples_per_epoch",
+    "source_boost",
+    "edge_border_px",
 )
 
 
