@@ -81,12 +81,7 @@ def test_validation_crops_carry_the_band_inference_places_around_an_image():
         crop[16 + inset : 16 + 120 - inset, :16], normalized[inset:-inset, inset, None]
     )
     assert not crop[152:].any()  # past the band: zeros
+    # the band is taught as what it shows: background, but for the cut cells reaching into it
+    # (2.2.0 was trained so; left untaught, a trial counted worse, see the README)
     allowed, centre_weight = targets[..., :4].astype(bool), targets[..., 5]
-    band = np.ones((160, 160), bool)
-    band[16 : 16 + 120, 16 : 16 + 140] = False
-    band[152:] = band[:, 172:] = False  # past the band: background, as before
-    # inference drops the band's output: any class goes there and no centre is taught
-    assert allowed[band].all() and not centre_weight[band].any()
-    inside = ~band
-    assert (allowed[inside].sum(-1) == 1).all() and allowed[inside][:, 0].all()
-    assert centre_weight[inside].all()
+    assert (allowed.sum(-1) == 1).all() and allowed[..., 0].all() and centre_weight.all()

@@ -146,8 +146,6 @@ class CellBatches(keras.utils.PyDataset):
             image, boxes = geometric(image, boxes, rng, self.augment)
             image = colour(image, rng, self.augment)
         normalized = normalize_image(image, self.normalization)
-        height, width = image.shape[:2]
-        sides = (0, 0, 0, 0)
         if self.edge_border_px:
             band = self.edge_border_px
             sides = tuple(rng.integers(0, band + 1, 4)) if self.augment else (band,) * 4
@@ -169,13 +167,6 @@ class CellBatches(keras.utils.PyDataset):
             example.platelets_complete,
             self.num_classes,
         )
-        if any(sides):
-            # inference drops the band's output: nothing is taught there, any class goes
-            band_pixels = np.ones(normalized.shape[:2], dtype=bool)
-            band_pixels[sides[0] : sides[0] + height, sides[2] : sides[2] + width] = False
-            in_crop, _ = crop_with_boxes(band_pixels[..., None], [], top, left, size)
-            targets.allowed[in_crop[..., 0]] = True
-            targets.centre_weight[in_crop[..., 0]] = 0.0
         return crop, targets.stacked()
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
