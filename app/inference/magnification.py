@@ -74,7 +74,7 @@ class SignatureSpec:
     # shrink each level from the nearest 2x level of an image pyramid instead of the whole
     # image (resizing costs less; with sigma 2 px the levels keep more pixels, which costs
     # more): fitted since 2.2.0, its regressor is closer (within 12 % on 0.595 of the fit's
-    # samples against 0.536) and it costs 10 to 20 % more than the legacy signature
+    # samples against 0.536) and it costs 2 to 19 % more than the legacy signature
     octaves: bool = False
 
     @classmethod
