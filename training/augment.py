@@ -29,6 +29,11 @@ def scale_boxes(boxes: list[Box], factor: float) -> list[Box]:
     ]
 
 
+def shift_boxes(boxes: list[Box], dx: float, dy: float) -> list[Box]:
+    """Boxes moved by (dx, dy) pixels."""
+    return [Box(b.x_min + dx, b.y_min + dy, b.x_max + dx, b.y_max + dy, b.label) for b in boxes]
+
+
 def rotate90_boxes(boxes: list[Box], width: int) -> list[Box]:
     """Boxes after np.rot90 (counter-clockwise) of an image `width` wide."""
     return [Box(b.y_min, width - b.x_max, b.y_max, width - b.x_min, b.label) for b in boxes]

@@ -10,7 +10,7 @@ import numpy as np
 from app.inference.decode import load_image
 from app.inference.metadata import Normalization
 from app.inference.preprocess import edge_pad, normalize_image, rescale_image
-from training.augment import AugmentConfig, colour, geometric, scale_boxes
+from training.augment import AugmentConfig, colour, geometric, scale_boxes, shift_boxes
 from training.data import AnnotatedImage, Box
 from training.targets import TargetShape, complete_cut_box, make_targets
 
@@ -64,10 +64,7 @@ def edge_band(
     """The image with bands of (top, bottom, left, right) pixels as inference pads it
     (preprocess.edge_pad), and the boxes moved with it."""
     top, _, left, _ = sides
-    moved = [
-        Box(b.x_min + left, b.y_min + top, b.x_max + left, b.y_max + top, b.label) for b in boxes
-    ]
-    return edge_pad(image, sides), moved
+    return edge_pad(image, sides), shift_boxes(boxes, left, top)
 
 
 def crop_with_boxes(
@@ -80,10 +77,7 @@ def crop_with_boxes(
     part = image[src_top : top + size, src_left : left + size]
     dst_top, dst_left = src_top - top, src_left - left
     crop[dst_top : dst_top + part.shape[0], dst_left : dst_left + part.shape[1]] = part
-    shifted = [
-        Box(b.x_min - left, b.y_min - top, b.x_max - left, b.y_max - top, b.label) for b in boxes
-    ]
-    return crop, shifted
+    return crop, shift_boxes(boxes, -left, -top)
 
 
 class CellBatches(keras.utils.PyDataset):

@@ -131,9 +131,8 @@ def place_in_tile(
     left = min(edge_border, (target_w - width) // 2)
     bottom = min(edge_border, target_h - height - top)
     right = min(edge_border, target_w - width - left)
-    edged = edge_pad(array, (top, bottom, left, right))
-    zeros = ((0, target_h - edged.shape[0]), (0, target_w - edged.shape[1]))
-    return np.pad(edged, zeros + ((0, 0),) * (array.ndim - 2)), top, left
+    # the band stays within the padded size, so padding it as usual reaches the same size
+    return pad_to_tile(edge_pad(array, (top, bottom, left, right)), tile, multiple), top, left
 
 
 def blend_weights(tile: int, overlap: int) -> np.ndarray:
