@@ -1,5 +1,6 @@
-"""The magnification estimate's signatures side by side: the legacy one (2.0, 2.1) and the one
-fitted since 2.2, on the same validation images, interleaved, with the network pass beside.
+"""The magnification estimate's signatures side by side: the legacy one (2.0, 2.1), 2.2.0's
+image pyramid, and the pyramid read through bounded levels (fitted since), on the same
+validation images, interleaved, with the network pass beside.
 
     python scripts/benchmark_signature.py [--model models/bloodseg] [--images 8]
 """
@@ -19,7 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_microscopes import evaluation_sets
 
 from app.inference.decode import load_image
-from app.inference.magnification import LEGACY_SIGNATURE, SIGNATURE, log_signature
+from app.inference.magnification import (
+    LEGACY_SIGNATURE,
+    PYRAMID_SIGNATURE,
+    SIGNATURE,
+    log_signature,
+)
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import estimated_scale, predict_probs
 from app.inference.preprocess import rescale_image
@@ -43,22 +49,26 @@ def main() -> int:
     segmenter = OnnxSegmenter(
         model_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
     )
-    print(f"bloodseg {metadata.version}; median ms per image")
-    print("| set | size | legacy signature | 2.2 signature | ratio | network pass | 2.2 share |")
-    print("|---|---|---|---|---|---|---|")
+    specs = {"legacy": LEGACY_SIGNATURE, "2.2.0 pyramid": PYRAMID_SIGNATURE, "bounded": SIGNATURE}
+    print(f"bloodseg {metadata.version}'s network; median ms per image")
+    columns = " | ".join(specs)
+    print(f"| set | size | {columns} | bounded / pyramid | network pass | bounded share |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, images, factor in evaluation_sets(args.images):
-        legacy, current, network = [], [], []
+        times: dict[str, list[float]] = {key: [] for key in [*specs, "network"]}
         for annotated in images:
             image = rescale_image(load_image(annotated.path), factor)
             scale = estimated_scale(image, metadata).scale
             for _ in range(args.repeats):
-                legacy.append(timed_ms(log_signature, image, LEGACY_SIGNATURE))
-                current.append(timed_ms(log_signature, image, SIGNATURE))
-                network.append(timed_ms(predict_probs, image, segmenter, scale))
-        old, new, net = (float(np.median(x)) for x in (legacy, current, network))
+                for key, spec in specs.items():
+                    times[key].append(timed_ms(log_signature, image, spec))
+                times["network"].append(timed_ms(predict_probs, image, segmenter, scale))
+        ms = {key: float(np.median(values)) for key, values in times.items()}
         print(
-            f"| {name} | {image.shape[1]}x{image.shape[0]} | {old:.1f} | {new:.1f} | "
-            f"{new / old:.2f} | {net:.1f} | {new / net:.2f} |",
+            f"| {name} | {image.shape[1]}x{image.shape[0]} | "
+            + " | ".join(f"{ms[key]:.1f}" for key in specs)
+            + f" | {ms['bounded'] / ms['2.2.0 pyramid']:.2f} | {ms['network']:.1f} | "
+            f"{ms['bounded'] / ms['network']:.2f} |",
             flush=True,
         )
     return 0

@@ -10,11 +10,14 @@ from app.inference.decode import load_image
 from app.inference.magnification import (
     COARSE_MAX_SIDE,
     LEGACY_SIGNATURE,
+    PYRAMID_SIGNATURE,
+    SIGMAS,
     SIGNATURE,
     SignatureSpec,
     coarse_rbc_diameter,
     estimate_rbc_diameter,
     gaussian_laplace,
+    level_plan,
     log_signature,
 )
 from app.inference.metadata import read_metadata, resolve_model_dir
@@ -61,6 +64,33 @@ def test_a_huge_image_costs_the_estimate_no_more_than_a_window(smears):
     np.testing.assert_allclose(log_signature(huge), log_signature(window), rtol=0.05, atol=0.02)
 
 
+def test_a_bounded_signature_filters_at_most_its_pixels_per_level():
+    assert SIGNATURE.level_pixels > 0
+    for height, width in ((480, 640), (575, 575), (1024, 1024), (300, 2000)):
+        plans = [level_plan(height, width, sigma, SIGNATURE) for sigma in SIGMAS]
+        pixels = [size[0] * size[1] for _, size, _ in plans]
+        # rounding each side may add a row and a column
+        assert max(pixels) <= SIGNATURE.level_pixels * 1.05, pixels
+        assert plans[0][2] < 1 and plans[-1][2] == 1  # the finest levels are cut, not the coarse
+        unbounded = [level_plan(height, width, sigma, PYRAMID_SIGNATURE) for sigma in SIGMAS]
+        assert all(keep == 1 for _, _, keep in unbounded)
+        assert [p[0] for p in plans] == [p[0] for p in unbounded]  # the same shrink
+
+
+def test_a_bounded_signature_changes_only_the_levels_it_cuts(smears):
+    """On a real smear resampled to 563 x 563, the levels read whole are the pyramid's to the
+    bit; the cut ones read a central window of the same smear and stay close."""
+    image = rescale_image(smears[0][0], 2.2)
+    height, width = image.shape[:2]
+    cut = np.array([level_plan(height, width, s, SIGNATURE)[2] < 1 for s in SIGMAS])
+    assert 0 < cut.sum() < len(SIGMAS)
+    bounded = log_signature(image, SIGNATURE)
+    whole = log_signature(image, PYRAMID_SIGNATURE)
+    assert np.array_equal(bounded[~cut], whole[~cut])
+    assert not np.array_equal(bounded[cut], whole[cut])
+    np.testing.assert_allclose(bounded[cut], whole[cut], rtol=0.25, atol=0.05)
+
+
 def test_a_model_without_a_size_regressor_still_estimates(smears):
     image, diameter = smears[0]
     coarse = coarse_rbc_diameter(image, None)
@@ -79,15 +109,16 @@ def test_the_signatures_laplacian_is_scipys_to_the_bit(smears):
         )
 
 
-def test_each_model_reads_the_signature_its_regressor_was_fitted_on(metadata, smears):
-    """2.0.0 and 2.1.0 were fitted on the legacy signature and keep it; a regressor fitted since
-    names its own (the octave pyramid), and the two differ enough that mixing them up shows."""
-    older = read_metadata(ROOT / "models" / "bloodseg" / "2.1.0" / "model.json")
-    assert SignatureSpec.of(older.size_regressor) == LEGACY_SIGNATURE
+def test_each_model_reads_the_signature_its_regressor_was_fitted_on(smears):
+    """2.0.0 and 2.1.0 were fitted on the legacy signature and keep it, 2.2.0 on the octave
+    pyramid; a regressor fitted since names the bounded pyramid. They differ enough that
+    mixing them up shows, and each model estimates within 15 % on a real smear."""
+    fitted_on = {"2.1.0": LEGACY_SIGNATURE, "2.2.0": PYRAMID_SIGNATURE}
     assert SignatureSpec.of(None) == LEGACY_SIGNATURE
-    assert SignatureSpec.of(metadata.size_regressor) == SIGNATURE != LEGACY_SIGNATURE
+    assert len({LEGACY_SIGNATURE, PYRAMID_SIGNATURE, SIGNATURE}) == 3
     image, diameter = smears[0]
-    legacy, octaves = log_signature(image), log_signature(image, SIGNATURE)
-    assert legacy.shape == octaves.shape and not np.allclose(legacy, octaves)
-    for model in (older, metadata):
+    assert not np.allclose(log_signature(image), log_signature(image, PYRAMID_SIGNATURE))
+    for version, spec in fitted_on.items():
+        model = read_metadata(ROOT / "models" / "bloodseg" / version / "model.json")
+        assert SignatureSpec.of(model.size_regressor) == spec
         assert 0.85 < estimate_rbc_diameter(image, model) / diameter < 1.15
