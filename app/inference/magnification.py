@@ -10,12 +10,14 @@ images:
    stain and optics, and the model's **size regressor** (ridge weights in model.json, fitted by
    training/size_model.py) reads that from the signature's shape around the peak.
 
-Its cost is a few Gaussian filters on shrunk copies of the image: no network pass. A network
-probe (segmenting a window at the coarse scale and measuring the RBCs found) was measured too
-and dropped: it cost roughly 55 % to 100 % of the full pass (measured while training shared
-the CPU) and did not move the estimate. How sure the estimate is shows once cells are found at
-it (pipeline.segment_at_estimated_scale); the signature's own peak contrast was measured as a
-confidence and does not predict the error.
+Its cost is a few Gaussian filters on shrunk copies of the image: no network pass. Regressors
+fitted since 2.2.0 read each level through a central window of at most 8,192 pixels, so the
+cost no longer grows with the image (the finest levels, the dear ones, still hold hundreds of
+cells of their size there). A network probe (segmenting a window at the coarse scale and
+measuring the RBCs found) was measured too and dropped: it cost roughly 55 % to 100 % of the
+full pass (measured while training shared the CPU) and did not move the estimate. How sure the
+estimate is shows once cells are found at it (pipeline.segment_at_estimated_scale); the
+signature's own peak contrast was measured as a confidence and does not predict the error.
 """
 
 from __future__ import annotations
