@@ -111,13 +111,16 @@ def test_the_signatures_laplacian_is_scipys_to_the_bit(smears):
 
 def test_each_model_reads_the_signature_its_regressor_was_fitted_on(smears):
     """2.0.0 and 2.1.0 were fitted on the legacy signature and keep it, 2.2.0 on the octave
-    pyramid; a regressor fitted since names the bounded pyramid. They differ enough that
-    mixing them up shows, and each model estimates within 15 % on a real smear."""
-    fitted_on = {"2.1.0": LEGACY_SIGNATURE, "2.2.0": PYRAMID_SIGNATURE}
+    pyramid; a regressor fitted since (2.2.1, the shipped one) names the bounded pyramid. They
+    differ enough that mixing them up shows, and each model estimates within 15 % on a real
+    smear."""
+    fitted_on = {"2.1.0": LEGACY_SIGNATURE, "2.2.0": PYRAMID_SIGNATURE, "2.2.1": SIGNATURE}
     assert SignatureSpec.of(None) == LEGACY_SIGNATURE
     assert len({LEGACY_SIGNATURE, PYRAMID_SIGNATURE, SIGNATURE}) == 3
     image, diameter = smears[0]
     assert not np.allclose(log_signature(image), log_signature(image, PYRAMID_SIGNATURE))
+    shipped = read_metadata(resolve_model_dir(SHIPPED_MODEL) / "model.json")
+    assert SignatureSpec.of(shipped.size_regressor) == SIGNATURE
     for version, spec in fitted_on.items():
         model = read_metadata(ROOT / "models" / "bloodseg" / version / "model.json")
         assert SignatureSpec.of(model.size_regressor) == spec
