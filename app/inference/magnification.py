@@ -11,7 +11,7 @@ images:
    training/size_model.py) reads that from the signature's shape around the peak.
 
 Its cost is a few Gaussian filters on shrunk copies of the image: no network pass. Regressors
-fitted since 2.2.0 read each level through a central window of at most 8,192 pixels, so the
+fitted from 2.2.1 on read each level through a central window of at most 8,192 pixels, so the
 cost no longer grows with the image (the finest levels, the dear ones, still hold hundreds of
 cells of their size there). A network probe (segmenting a window at the coarse scale and
 measuring the RBCs found) was measured too and dropped: it cost roughly 55 % to 100 % of the
@@ -102,7 +102,8 @@ def log_signature(image: np.ndarray, spec: SignatureSpec = LEGACY_SIGNATURE) -> 
     """(LEVELS, len(PERCENTILES)) percentiles of the scale-normalised Laplacian of Gaussian of
     the inverted green channel (RBCs are darker than plasma there), one row per SIGMAS level:
     a granulometry of the image that slides along the levels as the magnification changes.
-    A large image is read through a central window, so the cost stays bounded."""
+    A large image is read through a central window, and with `spec.level_pixels` each level
+    through its own smaller one, so the cost stays bounded."""
     height, width, side = *image.shape[:2], spec.max_side
     top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
     green = image[top : top + side, left : left + side, 1]
