@@ -10,6 +10,7 @@ from training.metrics import (
     PixelTally,
     box_iou,
     greedy_match,
+    greedy_pairs,
     match_cells,
 )
 
@@ -24,6 +25,9 @@ def test_greedy_matching_is_one_to_one_best_first():
     predicted = np.array([[1, 0, 11, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
     assert greedy_match(predicted, truth, 0.5) == 1  # both predictions want truth 0
     assert greedy_match(predicted, truth, 0.05) == 2
+    # the exact box takes truth 0 first; the shifted one is left truth 1 (IoU 30 / 170)
+    assert greedy_pairs(predicted, truth, 0.5) == [(1, 0)]
+    assert greedy_pairs(predicted, truth, 0.05) == [(1, 0), (0, 1)]
 
 
 def cell(label: str, bbox: tuple[int, int, int, int]) -> Cell:

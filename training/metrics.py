@@ -29,17 +29,26 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
-def greedy_match(predicted: np.ndarray, truth: np.ndarray, threshold: float) -> int:
-    """True positives of a greedy one-to-one matching, highest IoU first, IoU >= threshold."""
+def greedy_pairs(
+    predicted: np.ndarray, truth: np.ndarray, threshold: float
+) -> list[tuple[int, int]]:
+    """(predicted, truth) index pairs of a greedy one-to-one matching, highest IoU first,
+    IoU >= threshold."""
     iou = box_iou(predicted, truth)
     pairs = np.argwhere(iou >= threshold)
     order = np.argsort(-iou[pairs[:, 0], pairs[:, 1]], kind="stable")
-    used_p, used_t = set(), set()
+    used_p, used_t, matched = set(), set(), []
     for p, t in pairs[order]:
         if p not in used_p and t not in used_t:
             used_p.add(p)
             used_t.add(t)
-    return len(used_p)
+            matched.append((int(p), int(t)))
+    return matched
+
+
+def greedy_match(predicted: np.ndarray, truth: np.ndarray, threshold: float) -> int:
+    """True positives of a greedy one-to-one matching, highest IoU first, IoU >= threshold."""
+    return len(greedy_pairs(predicted, truth, threshold))
 
 
 @dataclass(frozen=True)
