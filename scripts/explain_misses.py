@@ -31,7 +31,7 @@ from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import given_scale, segment_image
 from app.inference.runner import OnnxSegmenter, RunnerOptions
 from training.data import AnnotatedImage, DataError, median_rbc_diameter
-from training.metrics import MATCH_IOU, box_iou, greedy_pairs
+from training.metrics import MATCH_IOU, box_iou, class_boxes, greedy_pairs
 
 BORDER_PX = 2  # a box this close to the image's edge is cut by it
 OVERLAP = 0.05
@@ -54,11 +54,7 @@ def explain_image(
     diameter = median_rbc_diameter([annotated])
     scale = given_scale(segmenter.metadata, diameter, None).scale
     cells = segment_image(image, segmenter, scale).cells
-    predicted = np.array([c.bbox for c in cells if c.label == "rbc"], float).reshape(-1, 4)
-    truth = np.array(
-        [(b.x_min, b.y_min, b.x_max, b.y_max) for b in annotated.boxes if b.label == "rbc"],
-        float,
-    ).reshape(-1, 4)
+    predicted, truth = class_boxes(cells, annotated.boxes, "rbc")
     pairs = greedy_pairs(predicted, truth, MATCH_IOU["rbc"])
     matched_p, matched_t = {p for p, _ in pairs}, {t for _, t in pairs}
     iou = box_iou(predicted, truth)

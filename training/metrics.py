@@ -65,6 +65,18 @@ def scored_classes(names: Sequence[str], annotated: AnnotatedImage) -> list[str]
     return [n for n in names if n != "platelet" or annotated.platelets_complete]
 
 
+def class_boxes(
+    cells: Sequence[Cell], boxes: Sequence[Box], name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One class's predicted and annotated boxes as (N, 4) and (M, 4) arrays of x_min, y_min,
+    x_max, y_max: what box_iou and greedy_pairs take."""
+    predicted = np.array([c.bbox for c in cells if c.label == name], float).reshape(-1, 4)
+    truth = np.array(
+        [(b.x_min, b.y_min, b.x_max, b.y_max) for b in boxes if b.label == name], float
+    ).reshape(-1, 4)
+    return predicted, truth
+
+
 def match_cells(
     cells: Sequence[Cell], boxes: Sequence[Box], classes: Sequence[str] = CLASSES
 ) -> dict[str, ClassMatch]:
@@ -74,10 +86,7 @@ def match_cells(
     evaluator."""
     result = {}
     for name in classes:
-        predicted = np.array([c.bbox for c in cells if c.label == name], float).reshape(-1, 4)
-        truth = np.array(
-            [(b.x_min, b.y_min, b.x_max, b.y_max) for b in boxes if b.label == name], float
-        ).reshape(-1, 4)
+        predicted, truth = class_boxes(cells, boxes, name)
         matched = greedy_match(predicted, truth, MATCH_IOU[name])
         result[name] = ClassMatch(matched, len(predicted), len(truth))
     return result
