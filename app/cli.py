@@ -82,7 +82,7 @@ def in_process_segmenter(args: argparse.Namespace) -> tuple[Segment, float]:
         )
         return {**result.body, "pngs": result.pngs}
 
-    return segment, model.metadata.rbc_diameter_px
+    return segment, model.metadata.working_rbc_diameter_px
 
 
 def remote_segmenter(args: argparse.Namespace) -> tuple[Segment, float]:
@@ -92,7 +92,8 @@ def remote_segmenter(args: argparse.Namespace) -> tuple[Segment, float]:
     import httpx
 
     client = httpx.Client(base_url=args.url, timeout=300)
-    diameter = client.get("/model").raise_for_status().json()["rbc_diameter_px"]
+    described = client.get("/model").raise_for_status().json()
+    diameter = described.get("working_rbc_diameter_px", described["rbc_diameter_px"])
     params = {k: v for k, v in (("scale", args.scale), ("rbc_diameter", args.rbc_diameter)) if v}
 
     def segment(data: bytes, parts: set[str]) -> dict:
@@ -148,7 +149,7 @@ def finished(out: Path, name: str, formats: set[str]) -> bool:
     return all(p.is_file() for p in wanted)
 
 
-def write_tables(out: Path, records: list[dict], training_diameter: float) -> None:
+def write_tables(out: Path, records: list[dict], working_diameter: float) -> None:
     """summary.csv (one row per image) and cells.csv (one row per cell)."""
     classes = list(dict.fromkeys(k for r in records for k in r.get("counts", {})))
     with (out / "summary.csv").open("w", newline="") as handle:
@@ -168,7 +169,7 @@ def write_tables(out: Path, records: list[dict], training_diameter: float) -> No
                     record["image"],
                     *[record["counts"].get(c, 0) for c in classes],
                     scale,
-                    record.get("rbc_diameter_px", round(training_diameter / scale, 2)),
+                    record.get("rbc_diameter_px", round(working_diameter / scale, 2)),
                     record.get("scale_source", ""),
                     "; ".join(w["code"] for w in record["warnings"]),
                     "",
@@ -210,7 +211,7 @@ def run_segment(args: argparse.Namespace) -> int:
     for folder, fmt in folders.items():
         if fmt == "csv" or fmt in formats:
             (out / folder).mkdir(parents=True, exist_ok=True)
-    segment, training_diameter = (remote_segmenter if args.url else in_process_segmenter)(args)
+    segment, working_diameter = (remote_segmenter if args.url else in_process_segmenter)(args)
     names = output_names(images)
     records: dict[Path, dict] = {}
     todo = []
@@ -234,7 +235,7 @@ def run_segment(args: argparse.Namespace) -> int:
                 failures += 1
                 records[image] = {"image": str(image), "error": str(error)}
                 tqdm.write(f"failed: {image}: {error}", file=sys.stderr)
-    write_tables(out, [records[image] for image in images], training_diameter)
+    write_tables(out, [records[image] for image in images], working_diameter)
     skipped = len(images) - len(todo)
     print(
         f"{len(images)} images: {len(todo) - failures} segmented, {skipped} already done, "

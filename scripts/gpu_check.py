@@ -63,7 +63,7 @@ def compare_providers(
     worst, mismatched = 0.0, []
     for path, diameter in fixture_images():
         image = load_image(path)
-        scale = scale_for(metadata.rbc_diameter_px, diameter, None)
+        scale = scale_for(metadata.working_rbc_diameter_px, diameter, None)
         normalized = network_input(image, cpu, scale)
         diff = np.abs(tested.predict(normalized) - cpu.predict(normalized)).max()
         worst = max(worst, float(diff))

@@ -154,7 +154,7 @@ def test_a_cell_on_a_tile_border_is_counted_once(client, annotations):
     (wbc,) = [b for b in annotations[BCD_IMAGE].boxes if b.label == "wbc"]
     metadata = read_metadata(resolve_model_dir(SHIPPED_MODEL) / "model.json")
     diameter = median_rbc_diameter([annotations[BCD_IMAGE]])
-    scale = metadata.rbc_diameter_px / diameter
+    scale = metadata.working_rbc_diameter_px / diameter
     network = np.zeros((round(256 * scale), round(700 * scale), 1), np.float32)
     spec = metadata.input
     _, _, band = place_in_tile(network, spec.tile_size, spec.size_multiple, spec.edge_border_px)

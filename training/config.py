@@ -41,6 +41,9 @@ class TrainConfig:
     platelet_weight: float = 3.0
     train_rbc_diameter_px: float = 40.0  # 0: the first dataset's median RBC diameter
     scale_range: float = 1.4  # scale augmentation, log-uniform in [1/range, range]
+    # the RBC diameter the exported model resamples images to (0: train_rbc_diameter_px); any
+    # size inside the scale augmentation's range was seen in training
+    inference_rbc_diameter_px: float = 0.0
     # edge-replicated band around each image, as inference pads it (input.edge_border_px);
     # training draws each side's width in [0, this] so any band the tile leaves room for works
     edge_border_px: int = 0

@@ -61,7 +61,7 @@ def evaluate_images(
 ) -> dict:
     """Metrics of the model on annotated images; `rbc_diameter_px` sets their magnification."""
     metadata: ModelMetadata = segmenter.metadata
-    scale = scale_for(metadata.rbc_diameter_px, rbc_diameter_px, None)
+    scale = scale_for(metadata.working_rbc_diameter_px, rbc_diameter_px, None)
     scorer = Scorer(tuple(c.name for c in metadata.classes))
     inference_ms = []
     for annotated in images:

@@ -139,8 +139,9 @@ def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata
     rectangles = config.targets == "rectangles"
     classes = DEFAULT_CLASSES + ([PLATELET_CLASS] if config.platelets else [])
     channels = [c.name for c in classes] + ([] if rectangles else ["centre"])
-    # sizes scale with the training diameter (the 1.x defaults were set at 53.64 px)
-    area_factor = (rbc_diameter_px / 53.64) ** 2
+    working = config.inference_rbc_diameter_px or rbc_diameter_px
+    # sizes scale with the diameter the network is run at (the 1.x defaults were set at 53.64 px)
+    area_factor = (working / 53.64) ** 2
     defaults = {
         "centre_source": "distance_transform" if rectangles else "heatmap",
         "rbc_min_area_px": round(120 * area_factor),
@@ -148,7 +149,7 @@ def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata
         "platelet_min_area_px": max(4, round(10 * area_factor)),
         # two touching WBCs' centres lie about two RBC diameters apart; one WBC's lobes share
         # the one centre the heatmap was trained on
-        "wbc_min_peak_distance_px": round(0.75 * rbc_diameter_px),
+        "wbc_min_peak_distance_px": round(0.75 * working),
     }
     if config.platelets and not rectangles:
         defaults["method"] = "cell_peaks"
@@ -164,6 +165,7 @@ def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata
         ),
         output=OutputSpec(channels=channels),
         rbc_diameter_px=round(rbc_diameter_px, 2),
+        inference_rbc_diameter_px=config.inference_rbc_diameter_px or None,
         counting=counting,
         training=asdict(config),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -332,7 +334,7 @@ def export_and_score(
     ]
     if config.tune_counting:
         groups = [
-            (images[:TUNE_IMAGES_PER_SOURCE], splits.rbc_diameter_px / diameter)
+            (images[:TUNE_IMAGES_PER_SOURCE], metadata.working_rbc_diameter_px / diameter)
             for _, images, diameter in complete
         ]
         metadata.counting = tune_counting(segmenter, groups)

@@ -55,7 +55,7 @@ def tune_counting(
         predictions.append(group)
     best_key, best = None, metadata.counting
     layout = metadata.layout
-    grid = itertools.product(*candidate_grid(metadata.rbc_diameter_px))
+    grid = itertools.product(*candidate_grid(metadata.working_rbc_diameter_px))
     for threshold, distance, min_area in grid:
         counting = metadata.counting.model_copy(
             update={

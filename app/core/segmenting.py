@@ -83,7 +83,7 @@ def segment_upload(
     started = time.perf_counter()
     choice = given_scale(metadata, rbc_diameter, scale)
     if choice is None and not auto_scale:
-        choice = ScaleChoice(1.0, metadata.rbc_diameter_px, "default")
+        choice = ScaleChoice(1.0, metadata.working_rbc_diameter_px, "default")
     estimate_ms = None
     try:
         opened = open_image(data)

@@ -65,8 +65,8 @@ class OutputSpec(BaseModel):
 @dataclass(frozen=True)
 class ChannelLayout:
     """What post-processing needs to know of a network's output: the class names by class id
-    (the first channels), the centre heatmap's channel if there is one, and the training RBC
-    diameter (the radius a distance-transform centre map is scaled by)."""
+    (the first channels), the centre heatmap's channel if there is one, and the RBC diameter
+    the network is run at (the radius a distance-transform centre map is scaled by)."""
 
     class_names: tuple[str, ...]
     centre_channel: int | None
@@ -74,7 +74,8 @@ class ChannelLayout:
 
 
 class Counting(BaseModel):
-    """How probabilities become cell instances, and the thresholds used (at training scale).
+    """How probabilities become cell instances, and the thresholds used (in pixels at the
+    scale the network is run at, ModelMetadata.working_rbc_diameter_px).
 
     `wbc_components_rbc_peaks` (1.x): one WBC per connected WBC region, one RBC per centre peak.
     `cell_peaks` (2.x): WBCs split at centre peaks too, at least `wbc_min_peak_distance_px`
@@ -112,6 +113,13 @@ class ModelMetadata(BaseModel):
     input: InputSpec
     output: OutputSpec
     rbc_diameter_px: float = Field(description="training scale: median RBC diameter in pixels")
+    inference_rbc_diameter_px: float | None = Field(
+        None,
+        gt=0,
+        description="the RBC diameter in pixels images are resampled to before the network, "
+        "when it differs from the training scale (the network saw a range of sizes around it); "
+        "counting's pixel thresholds are at this scale",
+    )
     counting: Counting
     size_regressor: dict[str, Any] | None = Field(
         None, description="ridge weights of the magnification estimate (magnification.py)"
@@ -123,6 +131,12 @@ class ModelMetadata(BaseModel):
     variants: list[Variant] = []
     created_at: str = ""
     package_version: str = ""
+
+    @property
+    def working_rbc_diameter_px(self) -> float:
+        """The RBC diameter (pixels) the network is run at: inference_rbc_diameter_px if set,
+        else the training scale."""
+        return self.inference_rbc_diameter_px or self.rbc_diameter_px
 
     def variant_for(self, provider: str) -> Variant | None:
         """The variant meant for this execution provider, if the model ships one."""
@@ -153,7 +167,7 @@ class ModelMetadata(BaseModel):
         return ChannelLayout(
             class_names=tuple(c.name for c in sorted(self.classes, key=lambda c: c.id)),
             centre_channel=channels.index("centre") if "centre" in channels else None,
-            rbc_diameter_px=self.rbc_diameter_px,
+            rbc_diameter_px=self.working_rbc_diameter_px,
         )
 
 

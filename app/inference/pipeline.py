@@ -65,7 +65,8 @@ class Segmentation:
 def scale_for(
     metadata_diameter: float, rbc_diameter_px: float | None, scale: float | None
 ) -> float:
-    """Resampling factor that brings an image to the model's training scale."""
+    """Resampling factor that brings an image's RBCs to `metadata_diameter` (the model's
+    working scale)."""
     if rbc_diameter_px is not None:
         return metadata_diameter / rbc_diameter_px
     return 1.0 if scale is None else scale
@@ -111,14 +112,15 @@ def given_scale(
     """The client's scale or RBC diameter as a ScaleChoice; None when it gave neither."""
     if rbc_diameter_px is None and scale is None:
         return None
-    factor = scale_for(metadata.rbc_diameter_px, rbc_diameter_px, scale)
-    return ScaleChoice(factor, metadata.rbc_diameter_px / factor, "given")
+    working = metadata.working_rbc_diameter_px
+    factor = scale_for(working, rbc_diameter_px, scale)
+    return ScaleChoice(factor, working / factor, "given")
 
 
 def estimated_scale(image: np.ndarray, metadata: ModelMetadata) -> ScaleChoice:
     """Estimate the image's RBC diameter (magnification.py) and the scale that follows."""
     diameter = estimate_rbc_diameter(image, metadata)
-    return ScaleChoice(metadata.rbc_diameter_px / diameter, diameter, "estimated")
+    return ScaleChoice(metadata.working_rbc_diameter_px / diameter, diameter, "estimated")
 
 
 def predict_probs(
@@ -224,7 +226,7 @@ def segment_at_estimated_scale(
     choice = replace(choice, measured_px=measured)
     if measured is None or agrees(measured, choice.rbc_diameter_px, tolerance):
         return choice, first
-    scale = metadata.rbc_diameter_px / measured
+    scale = metadata.working_rbc_diameter_px / measured
     if not accept(scale):
         return choice, first
     second = segment_image(image, segmenter, scale, check=check, run=run)

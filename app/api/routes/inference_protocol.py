@@ -87,6 +87,7 @@ def model_metadata(model: LoadedModel) -> dict:
         "parameters": {
             "classes": ",".join(c.name for c in meta.classes if c.id != 0),
             "rbc_diameter_px": meta.rbc_diameter_px,
+            "working_rbc_diameter_px": meta.working_rbc_diameter_px,
         },
     }
 

@@ -53,6 +53,7 @@ def describe(model: LoadedModel, store: ModelStore) -> dict:
     return {
         **meta.model_dump(include={"name", "version", "classes", "input", "output", "counting"}),
         "rbc_diameter_px": meta.rbc_diameter_px,
+        "working_rbc_diameter_px": meta.working_rbc_diameter_px,
         "trained_diameter_range_px": meta.trained_diameter_range_px(),
         "size_regressor": meta.size_regressor is not None,
         "training": {k: meta.training[k] for k in PUBLIC_TRAINING_KEYS if k in meta.training},
