@@ -56,3 +56,4 @@ class TrainConfig:
     strict: bool = False
     tune_counting: bool = True
     counting: dict = field(default_factory=dict)
+    counting_note: str = ""  # why `counting` was set by hand, kept in model.json's training

@@ -72,8 +72,13 @@ class SegmentResponse(BaseModel):
         "default: BLOODSEG_AUTO_SCALE is off and nothing was given (scale 1)"
     )
     scale_refined: bool = Field(
-        description="estimated: the cells found at the first estimate measured more than 15 % "
-        "off it, so the image was segmented again at the scale they imply"
+        description="estimated: the scale kept is not the first estimate, because the cells "
+        "found there measured more than 8 % off it (segmented again at the scale they imply), "
+        "or because the network found its RBC centres clearly surer an octave away"
+    )
+    scale_passes: int = Field(
+        description="network passes made to settle the scale (1 when it was given); the "
+        "earlier ones show together as first_pass in timings_ms"
     )
     warnings: list[WarningOut]
     timings_ms: dict[str, float]
@@ -120,7 +125,12 @@ class ModelDescription(BaseModel):
     classes: list[dict[str, Any]]
     input: dict[str, Any]
     output: dict[str, Any]
-    rbc_diameter_px: float
+    rbc_diameter_px: float = Field(description="training scale: median RBC diameter in pixels")
+    working_rbc_diameter_px: float = Field(
+        description="the RBC diameter images are resampled to before the network (scale 1 "
+        "means the image's RBCs are this size); the training scale unless model.json sets "
+        "inference_rbc_diameter_px"
+    )
     trained_diameter_range_px: tuple[float, float] | None = Field(
         None,
         description="RBC diameters of the training images, widened by the scale "

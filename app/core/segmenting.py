@@ -168,6 +168,7 @@ def segment_upload(
         "rbc_diameter_px": round(choice.rbc_diameter_px, 2),
         "scale_source": choice.source,
         "scale_refined": choice.refined,
+        "scale_passes": choice.passes,
         "warnings": [w.__dict__ for w in result_warnings(segmentation, choice, metadata)],
         "timings_ms": {k: round(v, 2) for k, v in timings.items()},
     }

@@ -90,6 +90,13 @@ class Counting(BaseModel):
     wbc_min_area_px: int = 600
     wbc_min_peak_distance_px: int = 24
     platelet_min_area_px: int = 10
+    # A scale off by an octave can confirm itself (RBCs twice the expected size are split in
+    # halves that measure the expected size), but the network's centre peaks are weaker there.
+    # An estimated scale whose RBCs' mean centre peak is under `octave_check_peak` is also tried
+    # at half the scale, and under `octave_check_low_peak` at double the scale too; a pass whose
+    # peaks are higher by OCTAVE_MARGIN (pipeline.py) wins. 0: never (models before 2.2.2).
+    octave_check_peak: float = 0.0
+    octave_check_low_peak: float = 0.0
 
 
 class Variant(BaseModel):

@@ -191,6 +191,19 @@ def find_instances(probs: np.ndarray, counting: Counting, layout: ChannelLayout)
     return Instances(labels=labels.astype(np.int32), classes=classes, scores=scores)
 
 
+def rbc_centre_peak(probs: np.ndarray, instances: Instances, layout: ChannelLayout) -> float | None:
+    """The mean over RBC instances of the centre map's highest value inside each: how sure the
+    network is of where its RBCs are. None without a centre channel or without RBCs."""
+    if layout.centre_channel is None or "rbc" not in layout.class_names:
+        return None
+    rbc = layout.class_names.index("rbc")
+    ids = [i for i, c in instances.classes.items() if c == rbc]
+    if not ids:
+        return None
+    peaks = ndimage.maximum(probs[..., layout.centre_channel], instances.labels, ids)
+    return float(np.mean(peaks))
+
+
 def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resample of a label image to (height, width)."""
     if labels.shape == (height, width):

@@ -34,6 +34,7 @@ PUBLIC_TRAINING_KEYS = (
     "platelets",
     "train_rbc_diameter_px",
     "scale_range",
+    "inference_rbc_diameter_px",
     "samples_per_epoch",
     "source_boost",
     "edge_border_px",
