@@ -55,6 +55,7 @@ def test_training_writes_the_working_diameter_and_scales_counting_defaults_to_it
         TrainConfig(train_rbc_diameter_px=40.0, inference_rbc_diameter_px=46.0), 40.0
     )
     assert plain.inference_rbc_diameter_px is None
+    assert plain.counting.octave_check_peak > plain.counting.octave_check_low_peak > 0
     assert larger.inference_rbc_diameter_px == 46 and larger.rbc_diameter_px == 40
     assert larger.counting.wbc_min_peak_distance_px == round(0.75 * 46)
     assert plain.counting.wbc_min_peak_distance_px == round(0.75 * 40)

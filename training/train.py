@@ -153,6 +153,10 @@ def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata
     }
     if config.platelets and not rectangles:
         defaults["method"] = "cell_peaks"
+    if not rectangles:
+        # the levels measured on 2.2.2's network (README, Scale): a pass an octave away wins
+        # only when clearly surer, so a new network's other peak levels cost passes, not counts
+        defaults |= {"octave_check_peak": 0.5, "octave_check_low_peak": 0.45}
     counting = Counting(**{**defaults, **config.counting})
     return ModelMetadata(
         name=config.name,
