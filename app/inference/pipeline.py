@@ -231,45 +231,41 @@ def segment_at_estimated_scale(
     the caller's work bounds). If the network is unsure of its RBCs' centres there, the
     neighbouring octaves are tried too (check_octaves). Returns the scale used and its
     segmentation; earlier passes show in its timings as "first_pass" (in ms, all together)."""
-    choice, segmentation = refined_segmentation(
-        image, segmenter, choice, accept, check, run, tolerance
-    )
-    return check_octaves(image, segmenter, choice, segmentation, accept, check, run, tolerance)
+
+    def segment_at(start: ScaleChoice) -> tuple[ScaleChoice, Segmentation]:
+        return refined_segmentation(image, segmenter, start, accept, check, run, tolerance)
+
+    choice, segmentation = segment_at(choice)
+    return check_octaves(choice, segmentation, segmenter.metadata.counting, accept, segment_at)
 
 
 def check_octaves(
-    image: np.ndarray,
-    segmenter: OnnxSegmenter,
     choice: ScaleChoice,
     segmentation: Segmentation,
+    counting: Counting,
     accept: Callable[[float], bool],
-    check: Callable[[], None] | None,
-    run: Callable[[np.ndarray], np.ndarray] | None,
-    tolerance: float,
+    segment_at: Callable[[ScaleChoice], tuple[ScaleChoice, Segmentation]],
 ) -> tuple[ScaleChoice, Segmentation]:
     """The estimated scale's segmentation, or that of half (or double) the scale when the
-    network finds its RBCs' centres clearly surer there (Counting.octave_check_peak)."""
-    counting = segmenter.metadata.counting
+    network finds its RBCs' centres clearly surer there (Counting.octave_check_peak).
+    `segment_at` segments (and refines) from a starting ScaleChoice."""
     peak = segmentation.rbc_peak
     if peak is None or peak >= counting.octave_check_peak:
         return choice, segmentation
     factors = (0.5, 2.0) if peak < counting.octave_check_low_peak else (0.5,)
-    best, spent, passes = (
-        (choice, segmentation),
-        sum(segmentation.timings_ms.values()),
-        choice.passes,
-    )
+    best = (choice, segmentation)
+    spent, passes = sum(segmentation.timings_ms.values()), choice.passes
     for factor in factors:
         scale = choice.scale * factor
         if not accept(scale):
             continue
-        octave = ScaleChoice(scale, choice.rbc_diameter_px / factor, "estimated", True)
-        candidate = refined_segmentation(image, segmenter, octave, accept, check, run, tolerance)
-        spent += sum(candidate[1].timings_ms.values())
-        passes += candidate[0].passes
-        candidate_peak = candidate[1].rbc_peak
-        if candidate_peak is not None and candidate_peak >= peak + OCTAVE_MARGIN:
-            best, peak = (replace(candidate[0], refined=True), candidate[1]), candidate_peak
+        octave, candidate = segment_at(
+            ScaleChoice(scale, choice.rbc_diameter_px / factor, "estimated", refined=True)
+        )
+        spent += sum(candidate.timings_ms.values())
+        passes += octave.passes
+        if candidate.rbc_peak is not None and candidate.rbc_peak >= peak + OCTAVE_MARGIN:
+            best, peak = (octave, candidate), candidate.rbc_peak
     if passes == choice.passes:
         return best
     stages = {k: v for k, v in best[1].timings_ms.items() if k != "first_pass"}
