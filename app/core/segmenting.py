@@ -29,8 +29,9 @@ from app.inference.pipeline import (
     segment_at_estimated_scale,
     segment_image,
 )
+from app.inference.png import encode_png
 from app.inference.quality import result_warnings
-from app.inference.render import overlay_image, png_bytes
+from app.inference.render import overlay_image
 
 PICTURES = ("mask", "instances", "overlay")
 INCLUDES = (*PICTURES, "geojson")
@@ -127,13 +128,13 @@ def segment_upload(
     encode_start = time.perf_counter()
     pngs: dict[str, bytes] = {}
     if "mask" in include:
-        pngs["mask"] = png_bytes(segmentation.mask)
+        pngs["mask"] = encode_png(segmentation.mask)
     if "instances" in include:
         labels = np.minimum(segmentation.instances.labels, np.iinfo(np.uint16).max)
-        pngs["instances"] = png_bytes(labels.astype(np.uint16))
+        pngs["instances"] = encode_png(labels.astype(np.uint16))
     if "overlay" in include:
         overlay = overlay_image(image, segmentation.instances, segmentation.cells, model.metadata)
-        pngs["overlay"] = png_bytes(overlay)
+        pngs["overlay"] = encode_png(overlay)
     extra = {}
     if "geojson" in include:
         outlines = cell_outlines(segmentation.instances.labels)

@@ -1,9 +1,6 @@
-"""Pictures of a segmentation: a class-tinted, outlined, centre-marked overlay; PNG bytes."""
+"""Pictures of a segmentation: a class-tinted, outlined, centre-marked overlay."""
 
 from __future__ import annotations
-
-import io
-import zlib
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -42,15 +39,3 @@ def overlay_image(
         x, y = cell.centroid
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(255, 255, 255))
     return np.asarray(picture)
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 (gray or RGB) or uint16 (16-bit gray) array."""
-    buffer = io.BytesIO()
-    if array.dtype == np.uint16:
-        image = Image.fromarray(array)
-    else:
-        image = Image.fromarray(array.astype(np.uint8))
-    # fastest zlib level with run-length matching: as quick as level 1, smaller than it
-    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
-    return buffer.getvalue()
