@@ -5,8 +5,9 @@
 
 For each checkout, alternated `--rounds` times in fresh processes, on the two images of
 benchmark_service.py at the scale the shipped model segments them at: the magnification
-estimate's signature, post-processing for counts only, and post-processing with the
-image-size maps that pictures need. Prints the median of each and the ratio new / old.
+estimate's signature, post-processing for counts only, post-processing with the image-size
+maps that pictures need, and the PNG encoding of the three pictures. Prints the median of
+each and the ratio new / old.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ directory = resolve_model_dir(Path("models/bloodseg"))
 metadata = read_metadata(directory / "model.json")
 segmenter = OnnxSegmenter(directory, metadata, RunnerOptions(providers=("CPUExecutionProvider",)))
 out = {}
-for name, path, scale in images:
+for name, path, rbc_diameter in images:
     image = load_image(Path(path))
+    # the scale the model segments at (its working diameter; the training one before 2.2.2)
+    scale = getattr(metadata, "working_rbc_diameter_px", metadata.rbc_diameter_px) / rbc_diameter
     probs = predict_probs(image, segmenter, scale)
 
     def timed(step):
@@ -67,6 +70,23 @@ for name, path, scale in images:
             pipeline.class_mask(instances)
 
     out[f"{name} postprocess + image-size maps"] = timed(with_maps)
+
+    # the three pictures' PNGs (the overlay built once: its drawing is not what is compared)
+    try:
+        from app.inference.png import encode_png
+    except ImportError:  # before the pictures had their own encoder
+        from app.inference.render import png_bytes as encode_png
+    from app.inference.render import overlay_image
+
+    segmentation = pipeline.segment_image(image, segmenter, scale)
+    pictures = [
+        segmentation.mask,
+        segmentation.instances.labels.astype(np.uint16),
+        overlay_image(image, segmentation.instances, segmentation.cells, metadata),
+    ]
+    out[f"{name} encode mask + instances + overlay"] = timed(
+        lambda: [encode_png(p) for p in pictures]
+    )
 print(json.dumps(out))
 """
 
@@ -80,8 +100,9 @@ def main() -> int:
     args = parser.parse_args()
     datasets = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
     images = [
-        ("256x256", str(datasets / "blood-cell-detection/images/image-100.png"), 0.653061),
-        ("640x480", str(datasets / "bccd/JPEGImages/BloodImage_00000.jpg"), 0.373832),
+        # with the RBC diameter (px) 2.2.2 estimates for each (benchmark_service.py's scales)
+        ("256x256", str(datasets / "blood-cell-detection/images/image-100.png"), 53.5),
+        ("640x480", str(datasets / "bccd/JPEGImages/BloodImage_00000.jpg"), 113.9),
     ]
     runs: dict[str, list[dict]] = {"old": [], "new": []}
     for _ in range(args.rounds):
