@@ -83,17 +83,54 @@ def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return forward[labels], forward
 
 
+def region_peaks(
+    image: np.ndarray, regions: np.ndarray, min_distance: int, threshold: float
+) -> np.ndarray:
+    """skimage's `peak_local_max(image, min_distance, threshold_abs=threshold, labels=regions,
+    exclude_border=False)`: the same peaks in the same order, in half the time. skimage spaces
+    each region's peaks with a k-d tree of its own, which on a smear's dozens of regions with
+    a few peaks each cost more than finding them; here its candidates (every window maximum,
+    highest first per region) are spaced by one greedy pass."""
+    size = 2 * min_distance + 1
+    candidates = peak_local_max(
+        image,
+        min_distance=1,  # no spacing by skimage; the footprint keeps the window's size
+        footprint=np.ones((size, size), dtype=bool),
+        threshold_abs=threshold,
+        labels=regions,
+        exclude_border=False,
+    )
+    if min_distance <= 1 or len(candidates) < 2:
+        return candidates
+    rows, cols = candidates[:, 0], candidates[:, 1]
+    return candidates[_spaced(rows, cols, regions[rows, cols], min_distance)]
+
+
+def _spaced(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, distance: int) -> np.ndarray:
+    """Which candidates to keep, taken in order within each run of equal labels: one closer
+    than `distance` in both directions to a kept one of its region is dropped (skimage's
+    ensure_spacing, Chebyshev norm)."""
+    keep = np.ones(len(rows), dtype=bool)
+    starts = np.flatnonzero(np.diff(labels, prepend=labels[0] - 1))
+    for start, end in zip(starts, [*starts[1:], len(rows)], strict=True):
+        r, c = rows[start:end], cols[start:end]
+        close = (np.abs(r[:, None] - r[None, :]) < distance) & (
+            np.abs(c[:, None] - c[None, :]) < distance
+        )
+        group = keep[start:end]  # a view: dropping here drops in keep
+        for i in range(end - start):
+            if group[i]:
+                group[i + 1 :] &= ~close[i, i + 1 :]
+    return keep
+
+
 def _peak_instances(
     mask: np.ndarray, centres: np.ndarray, min_distance: int, threshold: float, min_area: int
 ) -> np.ndarray:
     """One instance per peak of the centre map inside `mask`, grown by watershed over the
     mask; fragments smaller than `min_area` are dropped. Ids are 1..n."""
-    peaks = peak_local_max(
-        np.where(mask, centres, 0.0),
-        min_distance=min_distance,
-        threshold_abs=threshold,
-        labels=ndimage.label(mask)[0],
-        exclude_border=False,
+    peaks = region_peaks(
+        np.where(mask, centres, 0.0), ndimage.label(mask)[0], min_distance, threshold
     )
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
