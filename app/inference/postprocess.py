@@ -142,6 +142,17 @@ def _peak_instances(
 def _split_wbcs(wbc_mask: np.ndarray, centres: np.ndarray, counting: Counting) -> np.ndarray:
     """WBC instances: each WBC region split at its centre peaks; a region with no peak above
     the threshold (a faint heatmap) stays one cell, so no WBC is ever lost to splitting."""
+    labels = np.zeros(wbc_mask.shape, dtype=np.int32)
+    if not wbc_mask.any():
+        return labels
+    # all of the work within the WBCs' bounding box: nothing outside it joins or splits them
+    box = ndimage.find_objects(wbc_mask.astype(np.int8))[0]
+    labels[box] = _split_wbc_regions(wbc_mask[box], centres[box], counting)
+    return labels
+
+
+def _split_wbc_regions(wbc_mask: np.ndarray, centres: np.ndarray, counting: Counting) -> np.ndarray:
+    """_split_wbcs on a map that holds every WBC pixel."""
     regions, _ = ndimage.label(wbc_mask)
     split = _peak_instances(
         wbc_mask,
