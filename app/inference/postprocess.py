@@ -80,7 +80,7 @@ def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     present = np.bincount(labels.ravel()) > 0
     present[0] = False
     forward = (np.cumsum(present) * present).astype(labels.dtype)
-    return forward[labels], forward
+    return np.take(forward, labels), forward
 
 
 def region_peaks(
@@ -287,7 +287,7 @@ def class_mask(instances: Instances) -> np.ndarray:
     lookup = np.zeros(int(instances.labels.max()) + 1, dtype=np.uint8)
     for instance_id, class_id in instances.classes.items():
         lookup[instance_id] = class_id
-    return lookup[instances.labels]
+    return np.take(lookup, instances.labels)
 
 
 def nearest_sources(size_in: int, size_out: int) -> np.ndarray:
