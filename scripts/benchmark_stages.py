@@ -6,8 +6,8 @@
 For each checkout, alternated `--rounds` times in fresh processes, on the two images of
 benchmark_service.py at the scale the shipped model segments them at: the magnification
 estimate's signature, post-processing for counts only, post-processing with the image-size
-maps that pictures need, and the PNG encoding of the three pictures. Prints the median of
-each and the ratio new / old.
+maps that pictures need, the overlay's drawing, and the PNG encoding of the three pictures.
+Prints the median of each and the ratio new / old.
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ for name, path, rbc_diameter in images:
     out[f"{name} postprocess, counts"] = timed(
         lambda: pipeline.cells_from_probs(probs, *args, height, width)
     )
+    # what segment_image adds since the octave check (2.2.2)
+    centre_peak = getattr(pipeline, "rbc_centre_peak", None)
+    if centre_peak is not None:
+        instances, _ = pipeline.cells_from_probs(probs, *args, height, width)
+        out[f"{name} RBC centre peak"] = timed(lambda: centre_peak(probs, instances, args[-1]))
 
     def with_maps():
         instances, cells = pipeline.cells_from_probs(probs, *args, height, width)
@@ -84,6 +89,9 @@ for name, path, rbc_diameter in images:
         segmentation.instances.labels.astype(np.uint16),
         overlay_image(image, segmentation.instances, segmentation.cells, metadata),
     ]
+    out[f"{name} overlay"] = timed(
+        lambda: overlay_image(image, segmentation.instances, segmentation.cells, metadata)
+    )
     out[f"{name} encode mask + instances + overlay"] = timed(
         lambda: [encode_png(p) for p in pictures]
     )
