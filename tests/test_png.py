@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.inference import png
 from app.inference.png import encode_png
 from tests.conftest import FIXTURE_BCD
 
@@ -34,6 +35,19 @@ def test_pillow_reads_back_every_value(shape, dtype, high):
     """Random values, so every byte difference of the Up filter wraps both ways."""
     array = np.random.default_rng(1).integers(0, high, shape).astype(dtype)
     np.testing.assert_array_equal(decoded(encode_png(array)).astype(dtype), array)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 100, 5000])
+def test_rows_filtered_block_by_block_join_up(monkeypatch, block_bytes):
+    """A picture larger than a block is filtered in several, each block's first row against
+    the last row of the one before."""
+    monkeypatch.setattr(png, "BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(2)
+    for array in (
+        rng.integers(0, 256, (41, 29, 3)).astype(np.uint8),
+        rng.integers(0, 65536, (33, 17)).astype(np.uint16),
+    ):
+        np.testing.assert_array_equal(decoded(encode_png(array)).astype(array.dtype), array)
 
 
 def test_a_real_smear_round_trips_and_compresses():

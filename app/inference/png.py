@@ -21,6 +21,8 @@ FORMATS = {("uint8", 1): (8, 0), ("uint16", 1): (16, 0), ("uint8", 3): (8, 2)}
 # the fastest zlib level with run-length matching: as quick as level 1, smaller than it
 COMPRESS_LEVEL = 1
 COMPRESS_STRATEGY = zlib.Z_RLE
+# rows filtered at once: bounds the copy a large picture needs
+BLOCK_BYTES = 1 << 20
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -31,15 +33,25 @@ def encode_png(array: np.ndarray) -> bytes:
     if key not in FORMATS:
         raise ValueError(f"cannot encode a {array.dtype} array with {channels} channels as PNG")
     depth, colour_type = FORMATS[key]
-    # PNG stores 16-bit samples big-endian; rows as bytes
-    rows = array.astype(">u2" if depth == 16 else np.uint8, copy=False)
-    rows = np.ascontiguousarray(rows).view(np.uint8).reshape(height, -1)
-    scanlines = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
-    scanlines[:, 0] = UP_FILTER
-    scanlines[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=scanlines[1:, 1:])  # modulo 256, as PNG defines it
+    # PNG stores 16-bit samples big-endian; rows as bytes, converted and filtered a block of
+    # rows at a time so a large picture is not copied whole
+    sample = ">u2" if depth == 16 else np.uint8
+    row_bytes = width * channels * (depth // 8)
+    block_rows = max(1, BLOCK_BYTES // row_bytes)
     compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, 15, 9, COMPRESS_STRATEGY)
-    data = compressor.compress(scanlines) + compressor.flush()
+    parts = []
+    above = np.zeros(row_bytes, dtype=np.uint8)  # the row above the first is zeros
+    for start in range(0, height, block_rows):
+        block = np.ascontiguousarray(array[start : start + block_rows], dtype=sample)
+        rows = block.view(np.uint8).reshape(len(block), row_bytes)
+        scanlines = np.empty((len(rows), row_bytes + 1), dtype=np.uint8)
+        scanlines[:, 0] = UP_FILTER
+        np.subtract(rows[0], above, out=scanlines[0, 1:])  # modulo 256, as PNG defines it
+        np.subtract(rows[1:], rows[:-1], out=scanlines[1:, 1:])
+        parts.append(compressor.compress(scanlines))
+        above = rows[-1]
+    parts.append(compressor.flush())
+    data = b"".join(parts)
     header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
     return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
 
