@@ -83,3 +83,15 @@ def test_a_lower_peak_is_dropped_only_near_a_higher_one_of_its_own_region():
     image[10, 28] = 0.3  # another region's, 7 px from region 1's 0.4
     peaks = region_peaks(image, regions, 8, 0.1)
     assert [tuple(p) for p in peaks] == [(10, 12), (10, 21), (10, 28)]
+
+
+def test_a_plateau_of_candidates_is_spaced_without_pairwise_tables():
+    """An untrained network's centre map is nearly flat: every pixel of a plateau is a window
+    maximum. Spacing tens of thousands of candidates must stay cheap in memory and time."""
+    image = np.ones((200, 200), dtype=np.float32)
+    image[5, 7] = 0.5  # not flat, so skimage's flat-region rule does not apply
+    regions = np.ones((200, 200), dtype=np.int32)
+    regions[:, 100:] = 2
+    expected = skimage_peaks(image, regions, 14, 0.15)
+    np.testing.assert_array_equal(region_peaks(image, regions, 14, 0.15), expected)
+    assert len(expected) > 100

@@ -102,25 +102,24 @@ def region_peaks(
     )
     if min_distance <= 1 or len(candidates) < 2:
         return candidates
-    rows, cols = candidates[:, 0], candidates[:, 1]
-    return candidates[_spaced(rows, cols, regions[rows, cols], min_distance)]
+    return candidates[_spaced(candidates, regions, min_distance)]
 
 
-def _spaced(rows: np.ndarray, cols: np.ndarray, labels: np.ndarray, distance: int) -> np.ndarray:
-    """Which candidates to keep, taken in order within each run of equal labels: one closer
-    than `distance` in both directions to a kept one of its region is dropped (skimage's
-    ensure_spacing, Chebyshev norm)."""
-    keep = np.ones(len(rows), dtype=bool)
-    starts = np.flatnonzero(np.diff(labels, prepend=labels[0] - 1))
-    for start, end in zip(starts, [*starts[1:], len(rows)], strict=True):
-        r, c = rows[start:end], cols[start:end]
-        close = (np.abs(r[:, None] - r[None, :]) < distance) & (
-            np.abs(c[:, None] - c[None, :]) < distance
-        )
-        group = keep[start:end]  # a view: dropping here drops in keep
-        for i in range(end - start):
-            if group[i]:
-                group[i + 1 :] &= ~close[i, i + 1 :]
+def _spaced(candidates: np.ndarray, regions: np.ndarray, distance: int) -> np.ndarray:
+    """Which candidates to keep, taken in order: one closer than `distance` in both directions
+    to a kept one of its own region is dropped (skimage's ensure_spacing, Chebyshev norm). A
+    kept peak marks the pixels of its region within that distance, so each candidate costs one
+    look-up, however many there are (a flat map makes every pixel one)."""
+    blocked = np.zeros(regions.shape, dtype=bool)
+    keep = np.zeros(len(candidates), dtype=bool)
+    reach = distance - 1
+    for index, (row, col) in enumerate(candidates.tolist()):
+        if blocked[row, col]:
+            continue
+        keep[index] = True
+        rows = slice(max(row - reach, 0), row + reach + 1)
+        cols = slice(max(col - reach, 0), col + reach + 1)
+        blocked[rows, cols] |= regions[rows, cols] == regions[row, col]
     return keep
 
 
