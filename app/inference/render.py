@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from app.inference.metadata import ModelMetadata
-from app.inference.postprocess import Cell, Instances, inner_boundaries
+from app.inference.postprocess import Cell, Instances, class_mask, inner_boundaries
 
 TINT_ALPHA = 0.35
 
@@ -18,16 +18,13 @@ def overlay_image(
     colors = np.zeros((len(metadata.classes), 3), dtype=np.uint16)
     for info in metadata.classes:
         colors[info.id] = info.color
-    class_of = np.zeros(int(instances.labels.max()) + 1, dtype=np.uint8)
-    for instance_id, class_id in instances.classes.items():
-        class_of[instance_id] = class_id
-    # np.take: a quarter of the time of fancy indexing for these lookups over every pixel
-    pixel_class = np.take(class_of, instances.labels)
+    pixel_class = class_mask(instances)
     # integer blend in 1/256ths: weight 0 outside cells, TINT_ALPHA inside; per class the
     # image's share and the colour's share with the rounding half
     weights = np.full(len(colors), round(TINT_ALPHA * 256), dtype=np.uint16)
     weights[0] = 0
     out = image.astype(np.uint16)
+    # np.take: a quarter of the time of fancy indexing for these lookups over every pixel
     out *= np.take(256 - weights, pixel_class)[..., None]
     out += np.take(colors * weights[:, None] + 128, pixel_class, axis=0)
     out >>= 8
