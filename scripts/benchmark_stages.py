@@ -29,7 +29,13 @@ from app.inference.decode import load_image
 from app.inference.magnification import log_signature
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import predict_probs
+from app.inference.render import overlay_image
 from app.inference.runner import OnnxSegmenter, RunnerOptions
+
+try:
+    from app.inference.png import encode_png
+except ImportError:  # before the pictures had their own encoder
+    from app.inference.render import png_bytes as encode_png
 
 images, repeats = json.loads(sys.argv[1]), int(sys.argv[2])
 directory = resolve_model_dir(Path("models/bloodseg"))
@@ -76,13 +82,7 @@ for name, path, rbc_diameter in images:
 
     out[f"{name} postprocess + image-size maps"] = timed(with_maps)
 
-    # the three pictures' PNGs (the overlay built once: its drawing is not what is compared)
-    try:
-        from app.inference.png import encode_png
-    except ImportError:  # before the pictures had their own encoder
-        from app.inference.render import png_bytes as encode_png
-    from app.inference.render import overlay_image
-
+    # the three pictures' PNGs (the overlay built once: its drawing is timed on its own)
     segmentation = pipeline.segment_image(image, segmenter, scale)
     pictures = [
         segmentation.mask,
