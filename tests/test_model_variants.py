@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
 
@@ -23,6 +24,7 @@ from training.optimize import (
     FLOAT16_MIN_ARGMAX_AGREEMENT,
     compare_outputs,
     float16_variant,
+    lay_out_file,
     simplify_file,
 )
 from training.publish import PublishError, publish
@@ -147,3 +149,27 @@ def test_optimize_makes_a_publishable_version_with_the_same_function(
     image = real_input(shipped_model_dir)
     source = run(AS_EXPORTED / "model.onnx", image)
     np.testing.assert_allclose(loaded.segmenter.run_batch(image), source, atol=1e-5)
+
+
+def test_cpu_layout_pads_channels_and_drops_softmax_computing_the_same(shipped_model_dir, tmp_path):
+    source = shipped_model_dir / "model.onnx"
+    graph = onnx.load(str(source)).graph
+    arrays = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    before = [arrays[n.input[1]].shape[0] for n in graph.node if n.op_type == "Conv"]
+    assert any(c % 8 for c in before if c > 5), "the shipped model has no unpadded level"
+    laid_out = tmp_path / "cpu.onnx"
+    changes = lay_out_file(source, laid_out)
+    assert changes["softmax_replaced"] >= 1 and changes["convolutions_padded"] > 0
+    model = onnx.load(str(laid_out))
+    arrays = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert not [n for n in model.graph.node if n.op_type == "Softmax"]
+    # every convolution but the 1x1 heads (4 classes, 1 centre) now has whole blocks of 8
+    widths = [arrays[n.input[1]].shape[0] for n in model.graph.node if n.op_type == "Conv"]
+    assert [w for w in widths if w % 8] == [w for w in before if w <= 5]
+    image = real_input(shipped_model_dir)
+    wide = np.concatenate([image, image[:, :, :128]], axis=2)
+    for batch in (image, wide, np.concatenate([image, image[:, ::-1]])):
+        expected, actual = run(source, batch), run(laid_out, batch)
+        assert actual.shape == expected.shape
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+        np.testing.assert_array_equal(actual[..., :4].argmax(-1), expected[..., :4].argmax(-1))

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import onnxruntime as ort
 
-from training.optimize import output_agreement, simplify_file
+from training.optimize import lay_out_file, output_agreement, simplify_file
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,11 @@ def check_parity(
 
 
 def export_verified(model: keras.Model, path: Path, inputs: np.ndarray, num_classes: int) -> Parity:
-    """Export, simplify the graph, then check parity on real inputs; delete the file and raise
-    if it fails."""
+    """Export, simplify the graph and lay it out for the CPU kernels, then check parity on real
+    inputs; delete the file and raise if it fails."""
     export_onnx(model, path)
     simplify_file(path, path)
+    lay_out_file(path, path)
     parity = check_parity(model, path, inputs, num_classes)
     logger.info(
         "ONNX parity on %d images: max |diff| %.2e, argmax agreement %.5f",
