@@ -10,6 +10,7 @@ from app.inference.decode import load_image
 from app.inference.magnification import (
     COARSE_MAX_SIDE,
     LEGACY_SIGNATURE,
+    PERCENTILES,
     PYRAMID_SIGNATURE,
     SIGMAS,
     SIGNATURE,
@@ -19,6 +20,7 @@ from app.inference.magnification import (
     gaussian_laplace,
     level_plan,
     log_signature,
+    percentiles,
 )
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.preprocess import rescale_image
@@ -107,6 +109,18 @@ def test_the_signatures_laplacian_is_scipys_to_the_bit(smears):
         assert np.array_equal(
             gaussian_laplace(green, sigma), ndimage.gaussian_laplace(green, sigma)
         )
+
+
+def test_the_signatures_percentiles_are_numpys_to_the_bit(smears):
+    """Likewise its percentiles: the same as np.percentile's, bit for bit, on real responses,
+    on ties and on every size from a single value up."""
+    rng = np.random.default_rng(3)
+    green = smears[0][0][..., 1].astype(np.float32)
+    samples = [-gaussian_laplace(green, 2.0) * 4.0, green, green[:1, :1], green[:2, :3]]
+    samples += [rng.standard_normal(n).astype(np.float32) for n in range(1, 300)]
+    samples += [np.round(rng.standard_normal(n), 1) for n in (7, 64, 1001)]  # many ties
+    for values in samples:
+        assert np.array_equal(percentiles(values), np.percentile(values, PERCENTILES))
 
 
 def test_each_model_reads_the_signature_its_regressor_was_fitted_on(smears):
