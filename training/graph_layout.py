@@ -188,6 +188,8 @@ def softmax_as_elementwise(model: onnx.ModelProto) -> int:
             helper.make_node("ReduceSum", [f"{stem}_exp", axes], [f"{stem}_sum"], keepdims=1),
             helper.make_node("Div", [f"{stem}_exp", f"{stem}_sum"], [result]),
         ]
+        for new in nodes:
+            new.name = new.output[0] if new.output[0] != result else f"{stem}_div"
         del graph.node[index]
         for offset, new in enumerate(nodes):
             graph.node.insert(index + offset, new)

@@ -122,9 +122,11 @@ def float16_variant(source: Path, target: Path) -> Path:
     return target
 
 
-def int8_variant(source: Path, target: Path, calibration: Iterable[np.ndarray]) -> Path:
+def int8_variant(
+    source: Path, target: Path, calibration: Iterable[np.ndarray], exclude: Iterable[str] = ()
+) -> Path:
     """Write a static int8 QDQ copy (per-channel weights, uint8 activations), calibrated on
-    normalised input batches."""
+    normalised input batches; the nodes named in `exclude` stay float32."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -148,6 +150,7 @@ def int8_variant(source: Path, target: Path, calibration: Iterable[np.ndarray]) 
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(exclude),
     )
     return target
 
