@@ -18,7 +18,8 @@ from app.inference.decode import decode_image
 from app.inference.metadata import read_metadata
 from app.inference.preprocess import normalize_image
 from app.inference.runner import OnnxSegmenter, RunnerOptions
-from tests.conftest import ROOT, fixture_image
+from tests.conftest import FIXTURE_BCD, ROOT, fixture_image
+from training.data import load_dataset, median_rbc_diameter
 from training.optimize import (
     FLOAT16_MAX_ABS_DIFF,
     FLOAT16_MIN_ARGMAX_AGREEMENT,
@@ -28,6 +29,7 @@ from training.optimize import (
     simplify_file,
 )
 from training.publish import PublishError, publish
+from training.quantize import INT8_FILE, float_nodes, int8_for_cpu
 
 CPU = ("CPUExecutionProvider",)
 # 1.1.0 is tf2onnx's export as it came (1.1.1 is the same model simplified): versions are
@@ -175,3 +177,46 @@ def test_cpu_layout_pads_channels_and_drops_softmax_computing_the_same(shipped_m
         assert actual.shape == expected.shape
         np.testing.assert_allclose(actual, expected, atol=1e-5)
         np.testing.assert_array_equal(actual[..., :4].argmax(-1), expected[..., :4].argmax(-1))
+
+
+def fixture_sets() -> list:
+    """(source, images, median RBC diameter) of the fixture smears, as training splits them."""
+    images = load_dataset(FIXTURE_BCD)
+    return [("blood-cell-detection", images, median_rbc_diameter(images))]
+
+
+def test_int8_variant_keeps_the_ends_in_float32_and_is_chosen_on_cpu(shipped_model_dir, tmp_path):
+    shutil.copyfile(shipped_model_dir / "model.onnx", tmp_path / "model.onnx")
+    metadata = read_metadata(shipped_model_dir / "model.json")
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    kept = float_nodes(model)
+    first = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert kept[0] == first.name and len(kept) == 3  # the first and the two 1x1 heads
+    sets = fixture_sets()
+    variant, report = int8_for_cpu(tmp_path, metadata, sets, sets, gate=1.0)
+    assert variant is not None and variant.providers == ["CPUExecutionProvider"]
+    int8_file = tmp_path / variant.file
+    assert hashlib.sha256(int8_file.read_bytes()).hexdigest() == variant.sha256
+    quantised = onnx.load(str(int8_file)).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in quantised.node) > 10
+    weights = {i.name: i.data_type for i in quantised.initializer}
+    for node in quantised.node:
+        if node.name in kept:  # still read float32 weights, not dequantised int8 ones
+            assert weights[node.input[1]] == onnx.TensorProto.FLOAT
+    assert set(report["float32"]) == set(report["int8"]) == {"blood-cell-detection"}
+    listed = metadata.model_copy(update={"variants": [variant]})
+    chosen = OnnxSegmenter(tmp_path, listed, RunnerOptions(providers=CPU))
+    assert chosen.model_file == variant.file
+    image = real_input(shipped_model_dir)
+    plain = run(tmp_path / "model.onnx", image)
+    agreement = (chosen.run_batch(image)[..., :4].argmax(-1) == plain[..., :4].argmax(-1)).mean()
+    assert agreement > 0.97
+
+
+def test_an_int8_variant_that_fails_the_gate_is_not_kept(shipped_model_dir, tmp_path):
+    shutil.copyfile(shipped_model_dir / "model.onnx", tmp_path / "model.onnx")
+    metadata = read_metadata(shipped_model_dir / "model.json")
+    sets = fixture_sets()[:1]
+    variant, report = int8_for_cpu(tmp_path, metadata, sets, sets, gate=-1.0)  # any drop fails
+    assert variant is None and not (tmp_path / INT8_FILE).exists()
+    assert report["largest_drop"] and report["gate"] == -1.0

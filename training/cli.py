@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(Path(__file__).resolve().parents[1] / "tests/data/blood-cell-detection/images"),
         help="real images to check that the graph computes the same",
     )
+    optimize.add_argument(
+        "--int8",
+        action="store_true",
+        help="add an int8 variant for the CPU provider if it passes the accuracy gate "
+        "(needs the datasets named in model.json)",
+    )
     publish = sub.add_parser("publish", help="publish an export into the models directory")
     publish.add_argument("--export-dir", default=str(Path(settings.run_dir) / "export"))
     publish.add_argument("--models-dir", default=settings.models_dir)
@@ -200,7 +206,7 @@ def run_optimize(args: argparse.Namespace) -> dict:
 
     images = sorted(Path(args.images).glob("*.png")) + sorted(Path(args.images).glob("*.jpg"))
     source = resolve_model_dir(Path(args.model))
-    return optimize_published(source, Path(args.out), args.version, images)
+    return optimize_published(source, Path(args.out), args.version, images, args.int8)
 
 
 def run_publish(args: argparse.Namespace) -> dict:

@@ -8,8 +8,8 @@
   (channels padded to its block, Softmax as elementwise ops); the same function to about 1e-6.
 - `float16_variant`: weights and activations in float16 (inputs and outputs stay float32),
   for CUDA, where tensor cores run it; checked for parity against the float32 model.
-- `int8_variant`: static QDQ quantisation, per channel, calibrated on real images; for CPUs
-  with VNNI. Whether it is faster, and as accurate, is measured, never assumed.
+- an int8 variant for the CPU provider (`training.quantize`), kept only if it passes the
+  accuracy gate; whether it is faster is measured, never assumed.
 """
 
 from __future__ import annotations
@@ -122,39 +122,6 @@ def float16_variant(source: Path, target: Path) -> Path:
     return target
 
 
-def int8_variant(
-    source: Path, target: Path, calibration: Iterable[np.ndarray], exclude: Iterable[str] = ()
-) -> Path:
-    """Write a static int8 QDQ copy (per-channel weights, uint8 activations), calibrated on
-    normalised input batches; the nodes named in `exclude` stay float32."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    input_name = onnx.load(str(source)).graph.input[0].name
-    batches = iter(list(calibration))
-
-    class Reader(CalibrationDataReader):
-        def get_next(self) -> dict | None:
-            batch = next(batches, None)
-            return None if batch is None else {input_name: batch.astype(np.float32)}
-
-    quantize_static(
-        str(source),
-        str(target),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(exclude),
-    )
-    return target
-
-
 def output_agreement(
     pairs: Iterable[tuple[np.ndarray, np.ndarray]], num_classes: int
 ) -> dict[str, float]:
@@ -213,10 +180,14 @@ class OptimizeError(RuntimeError):
     """The rewritten graph does not compute what the source model computes."""
 
 
-def optimize_published(source: Path, out: Path, version: str, images: list[Path]) -> dict:
+def optimize_published(
+    source: Path, out: Path, version: str, images: list[Path], int8: bool = False
+) -> dict:
     """A new version of a published model with the same weights: simplified graph laid out for
     the CPU kernels (checked to compute the same on real images) and a float16 variant for
-    CUDA. Writes model.onnx, the variant and model.json into `out`, ready for `publish`."""
+    CUDA; with `int8`, an int8 variant for the CPU provider too, if it passes the accuracy gate
+    on the data the model was trained on. Writes model.onnx, the variants and model.json into
+    `out`, ready for `publish`."""
     metadata = read_metadata(source / METADATA_FILE)
     out.mkdir(parents=True, exist_ok=True)
     target = out / MODEL_FILE
@@ -231,6 +202,12 @@ def optimize_published(source: Path, out: Path, version: str, images: list[Path]
     metadata.version = version
     metadata.onnx_sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
     metadata.variants = float16_for_cuda(target, batches, len(metadata.classes))
+    int8_report = None
+    if int8:
+        from training.quantize import int8_for_cpu, training_sets
+
+        variant, int8_report = int8_for_cpu(out, metadata, *training_sets(metadata))
+        metadata.variants += [variant] if variant else []
     metadata.created_at = datetime.now(UTC).isoformat(timespec="seconds")
     metadata.package_version = __version__
     metadata.training = {
@@ -243,6 +220,7 @@ def optimize_published(source: Path, out: Path, version: str, images: list[Path]
         "parity_with_source": same,
         "nodes_removed": removed,
         "graph_layout": layout,
+        **({"int8_gate": int8_report} if int8_report else {}),
     }
     (out / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
     return {
