@@ -13,6 +13,7 @@ figure within 0.01 of float32, as training's export requires of any variant that
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -41,7 +42,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         shutil.copyfile(source / "model.onnx", work / "model.onnx")
-        variant, report = int8_for_cpu(work, metadata, train_sets, val_sets, gate=float("inf"))
+        with contextlib.redirect_stdout(sys.stderr):  # the calibrator prints its progress
+            variant, report = int8_for_cpu(work, metadata, train_sets, val_sets, gate=float("inf"))
         options = RunnerOptions(providers=("CPUExecutionProvider",), spinning=False)
         runners = {
             "float32": OnnxSegmenter(work, metadata.model_copy(update={"variants": []}), options),
