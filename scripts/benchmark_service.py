@@ -303,6 +303,19 @@ def batch_sizes(segmenter: OnnxSegmenter, data: bytes, repeats: int) -> dict[str
     return {f"batch_{size}": round(statistics.median(v), 1) for size, v in times.items()}
 
 
+def cpu_model() -> str:
+    """The CPU's model name and the vector extensions that change these figures (Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "unknown")  # fmt: skip
+    flags = set(next((line for line in info.splitlines() if line.startswith("flags")), "").split())
+    extensions = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
+    return f"{name} ({', '.join(extensions) or 'no AVX2'})"
+
+
 def seed_keras(segmenter: OnnxSegmenter, repeats: int) -> dict:
     """The seed architecture in Keras, alternated with the shipped ONNX network (256x256)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -351,6 +364,7 @@ def main() -> int:
     figures: dict = {
         "model": f"{metadata.name} {metadata.version}",
         "cpu": f"{os.cpu_count()} cores",
+        "cpu_model": cpu_model(),
         "settings": {"workers": settings.workers, "max_batch": settings.max_batch,
                      "batch_delay_ms": settings.batch_delay_ms},
     }  # fmt: skip
