@@ -13,9 +13,9 @@ has 4 values.
   in the kernels can differ (about 1e-6).
 - `softmax_as_elementwise`: exp(x - max) / sum over the channel axis, in five broadcast ops.
 
-On this project's 2-core CPU the two together take 0.86 of the network's time
-(`scripts/benchmark.py`). On a CPU without the blocked kernels (ARM) the padding is
-about 14 % more arithmetic, not less; the service targets x86.
+On this project's 2-core AVX-512 CPU the two together take 0.88 of the network's time
+(`scripts/benchmark.py models/bloodseg/2.2.2 models/bloodseg/2.2.3`). On a CPU without the
+blocked kernels (ARM) the padding is only more arithmetic; the service targets x86.
 """
 
 from __future__ import annotations
