@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -33,6 +34,8 @@ from app.inference.runner import CUDA_PROVIDER
 from training.graph_layout import cpu_layout
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FLOAT16_FILE = "model.fp16.onnx"
 FLOAT16_MAX_ABS_DIFF = 0.02  # probabilities; float16 keeps about 3 decimal digits
@@ -93,22 +96,26 @@ def simplify_graph(model: onnx.ModelProto) -> int:
     return removed
 
 
-def simplify_file(source: Path, target: Path) -> int:
-    """simplify_graph from one .onnx file to another (they may be the same)."""
+def _rewrite_file(source: Path, target: Path, rewrite: Callable[[onnx.ModelProto], T]) -> T:
+    """Apply an in-place graph rewrite from one .onnx file to another (they may be the same),
+    check the result and save it; returns what the rewrite returned."""
     model = onnx.load(str(source))
-    removed = simplify_graph(model)
+    result = rewrite(model)
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
+    return result
+
+
+def simplify_file(source: Path, target: Path) -> int:
+    """simplify_graph from one .onnx file to another (they may be the same)."""
+    removed = _rewrite_file(source, target, simplify_graph)
     logger.info("simplified %s: %d nodes removed", target.name, removed)
     return removed
 
 
 def lay_out_file(source: Path, target: Path) -> dict[str, int]:
     """graph_layout.cpu_layout from one .onnx file to another (they may be the same)."""
-    model = onnx.load(str(source))
-    changes = cpu_layout(model)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(target))
+    changes = _rewrite_file(source, target, cpu_layout)
     logger.info("laid out %s for CPU kernels: %s", target.name, changes)
     return changes
 
