@@ -63,9 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     else:
         app = FastAPI(docs_url=None, redoc_url=None, **common)
     app.state.settings = settings
-    app.state.store = ModelStore(settings)
+    app.state.admission = admission = Admission(settings.max_queue)
+    app.state.store = ModelStore(settings, busy=lambda: admission.admitted > 1)
     app.state.workers = anyio.CapacityLimiter(settings.workers)
-    app.state.admission = Admission(settings.max_queue)
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -14,7 +14,7 @@ from app.core.network_stage import NetworkStage
 from app.core.work import ClientGone, DeadlineExceeded, WorkGuard, run_guarded
 from app.inference.decode import decode_image
 from app.inference.pipeline import network_input, predict_probs
-from tests.conftest import fixture_image
+from tests.conftest import fixture_image, make_client, wait_ready
 
 
 class GatedRun:
@@ -184,3 +184,29 @@ def test_instances_run_batches_side_by_side(segmenter):
     for thread in threads:
         thread.join(30)
     assert first.sizes == [1] and second.sizes == [1]
+
+
+def test_batches_run_without_spinning_while_other_requests_are_in_flight(segmenter):
+    spinning, quiet = GatedRun(segmenter.run_batch), GatedRun(segmenter.run_batch)
+    others = threading.Event()  # stands for the admission count above one
+    stage = NetworkStage(spinning, 4, 0.0, when_busy=quiet, busy=others.is_set)
+    tiles = tiles_of(segmenter, "image-2.png")
+    alone = stage.run(tiles)
+    others.set()
+    crowded = stage.run(tiles)
+    assert spinning.sizes == [1] and quiet.sizes == [1]
+    np.testing.assert_array_equal(alone, crowded)  # the same model either way
+
+
+def test_the_app_tells_the_store_when_several_requests_are_admitted():
+    with make_client() as client:
+        wait_ready(client)
+        state = client.app.state
+        assert state.store.current.network.when_busy is not None  # CPU, spinning on auto
+        assert not state.store.busy()
+        state.admission.admitted = 2
+        assert state.store.busy()
+        state.admission.admitted = 0
+    with make_client(intra_op_spinning=True) as client:
+        wait_ready(client)
+        assert client.app.state.store.current.network.when_busy is None

@@ -24,10 +24,11 @@ class Settings(BaseSettings):
     providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime choose")
     inter_op_threads: int = Field(0, ge=0)
-    intra_op_spinning: bool = Field(
-        True,
-        description="ONNX Runtime's threads spin between operators: lowest latency for one "
-        "request, but the spinning takes CPU that concurrent requests' other stages need",
+    intra_op_spinning: bool | Literal["auto"] = Field(
+        "auto",
+        description="ONNX Runtime's threads spin between operators: the lowest latency for one "
+        "request, but the spinning takes CPU that concurrent requests' other stages need. "
+        "auto: spin while one request is admitted, not while several are (CPU)",
     )
     workers: int = Field(
         4,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def runner_options(settings: Settings) -> RunnerOptions:
         inter_op_threads=settings.inter_op_threads,
         tile_overlap=settings.tile_overlap,
         batch_size=settings.max_batch,
-        spinning=settings.intra_op_spinning,
+        spinning=settings.intra_op_spinning is not False,  # auto: spin when alone
         precision=settings.precision,
         cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
         io_binding=settings.io_binding,
@@ -114,8 +115,11 @@ class ModelStore:
     """Holds the served model. `current` is replaced in one assignment: a request that already
     holds the old model finishes on it, and the next request gets the new one."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, busy: Callable[[], bool] = lambda: False) -> None:
+        """`busy` says whether several requests are in flight (the admission count), for
+        BLOODSEG_INTRA_OP_SPINNING=auto."""
         self.settings = settings
+        self.busy = busy
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         self._rejected: Path | str | None = None  # a rejected version, or pointer error
@@ -146,11 +150,14 @@ class ModelStore:
             except ModelLoadError as error:
                 self._rejected = directory
                 return self._failed(str(error))
+            quiet = self._quiet_session(loaded)
             stage = NetworkStage(
                 loaded.segmenter.run_batch,
                 self.settings.max_batch,
                 self.settings.batch_delay_ms / 1000,
                 [s.run_batch for s in self._more_instances(loaded)],
+                when_busy=quiet.run_batch if quiet else None,
+                busy=self.busy,
             )
             loaded = replace(loaded, network=stage)
             previous, self.current, self.last_error = self.current, loaded, None
@@ -177,6 +184,16 @@ class ModelStore:
             OnnxSegmenter(loaded.directory, loaded.metadata, options)
             for _ in range(self.settings.network_instances - 1)
         ]
+
+    def _quiet_session(self, loaded: LoadedModel) -> OnnxSegmenter | None:
+        """With spinning on auto and a CPU session, the same model in a session whose threads
+        do not spin, for batches run while other requests are in flight."""
+        if self.settings.intra_op_spinning != "auto" or loaded.segmenter.device != "cpu":
+            return None
+        options = replace(
+            runner_options(self.settings), providers=(loaded.segmenter.provider,), spinning=False
+        )
+        return OnnxSegmenter(loaded.directory, loaded.metadata, options)
 
     def _failed(self, message: str) -> bool:
         MODEL_LOAD_FAILURES.inc()

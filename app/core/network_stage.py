@@ -52,7 +52,9 @@ class NetworkStage:
 
     A batch waits at most `delay_s` for more tiles once the first has arrived. Jobs whose
     request has been abandoned (deadline, cancellation, disconnect) are dropped before they
-    reach the network.
+    reach the network. With `when_busy` (the same model in a session whose threads do not
+    spin), the first instance runs a batch there whenever `busy()` says other requests are in
+    flight: their decoding and post-processing need the cores that spinning would take.
     """
 
     def __init__(
@@ -61,11 +63,15 @@ class NetworkStage:
         max_batch: int,
         delay_s: float,
         more_instances: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
+        when_busy: Callable[[np.ndarray], np.ndarray] | None = None,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         # one thread per model instance (Triton's instance_group count), all on one queue
         self.instances = [run_batch, *more_instances]
         self.max_batch = max_batch
         self.delay_s = delay_s
+        self.when_busy = when_busy
+        self.busy = busy
         self._jobs: deque[_Job] = deque()
         self._pending = 0  # tiles queued, not yet taken into a batch
         self._wake = threading.Condition()
@@ -107,7 +113,8 @@ class NetworkStage:
                 self._wait_for_more()
                 taken = self._take_batch()
             if taken:
-                self._run(taken, run_batch)
+                quiet = index == 0 and self.when_busy is not None and self.busy()
+                self._run(taken, self.when_busy if quiet else run_batch)
 
     def _wait_for_more(self) -> None:
         """Hold the batch open up to delay_s while it is short of max_batch (lock held)."""
