@@ -187,13 +187,16 @@ class ModelStore:
 
     def _quiet_session(self, loaded: LoadedModel) -> OnnxSegmenter | None:
         """With spinning on auto and a CPU session, the same model in a session whose threads
-        do not spin, for batches run while other requests are in flight."""
+        do not spin, for batches run while other requests are in flight (warmed up, so the
+        first busy moment does not pay for its allocations)."""
         if self.settings.intra_op_spinning != "auto" or loaded.segmenter.device != "cpu":
             return None
         options = replace(
             runner_options(self.settings), providers=(loaded.segmenter.provider,), spinning=False
         )
-        return OnnxSegmenter(loaded.directory, loaded.metadata, options)
+        quiet = OnnxSegmenter(loaded.directory, loaded.metadata, options)
+        warm_up(quiet)
+        return quiet
 
     def _failed(self, message: str) -> bool:
         MODEL_LOAD_FAILURES.inc()
