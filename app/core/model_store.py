@@ -177,13 +177,17 @@ class ModelStore:
         )
         return True
 
+    def _another_session(self, loaded: LoadedModel, **changes) -> OnnxSegmenter:
+        """A further session of the loaded model on its provider, with these RunnerOptions
+        changed."""
+        options = replace(
+            runner_options(self.settings), providers=(loaded.segmenter.provider,), **changes
+        )
+        return OnnxSegmenter(loaded.directory, loaded.metadata, options)
+
     def _more_instances(self, loaded: LoadedModel) -> list[OnnxSegmenter]:
         """Sessions beyond the first for BLOODSEG_NETWORK_INSTANCES, on the loaded provider."""
-        options = replace(runner_options(self.settings), providers=(loaded.segmenter.provider,))
-        return [
-            OnnxSegmenter(loaded.directory, loaded.metadata, options)
-            for _ in range(self.settings.network_instances - 1)
-        ]
+        return [self._another_session(loaded) for _ in range(self.settings.network_instances - 1)]
 
     def _quiet_session(self, loaded: LoadedModel) -> OnnxSegmenter | None:
         """With spinning on auto and a CPU session, the same model in a session whose threads
@@ -191,10 +195,7 @@ class ModelStore:
         first busy moment does not pay for its allocations)."""
         if self.settings.intra_op_spinning != "auto" or loaded.segmenter.device != "cpu":
             return None
-        options = replace(
-            runner_options(self.settings), providers=(loaded.segmenter.provider,), spinning=False
-        )
-        quiet = OnnxSegmenter(loaded.directory, loaded.metadata, options)
+        quiet = self._another_session(loaded, spinning=False)
         warm_up(quiet)
         return quiet
 
