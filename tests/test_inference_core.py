@@ -6,6 +6,7 @@ import numpy as np
 
 from app.inference.metadata import DEFAULT_CLASSES, Counting, InputSpec, ModelMetadata, OutputSpec
 from app.inference.postprocess import (
+    WIDEN_STEPS,
     Instances,
     class_map,
     class_mask,
@@ -141,6 +142,58 @@ def test_class_map_keeps_what_counting_drops():
     assert semantic.shape == counted.shape
     assert (semantic[5:8, 5:8] == meta.class_id("wbc")).all() and (counted[5:8, 5:8] == 0).all()
     assert (semantic[counted > 0] == counted[counted > 0]).all()
+
+
+def test_a_class_weight_widens_counted_cells_into_background_only():
+    meta, weighted_meta = metadata(), metadata(class_weights={"rbc": 2.0})
+    probs = synthetic_probs([(50, 40)])
+    # a soft rim around the RBC: the network's unsure pixels, 0.4 RBC against 0.6 background
+    yy, xx = np.mgrid[:100, :160]
+    distance = np.hypot(yy - 50, xx - 40)
+    rim = (distance > 20) & (distance <= 24)
+    probs[rim, :3] = [0.6, 0.4, 0.0]
+    probs[5:8, 5:8, :3] = [0.3, 0.3, 0.4]  # WBC by a little: a weight contests background only
+    probs[80:95, 130:145, :3] = [0.6, 0.4, 0.0]  # an unsure blob touching no cell
+    rbc, wbc = meta.class_id("rbc"), meta.class_id("wbc")
+    plain, weighted = class_map(probs, meta.layout), class_map(probs, meta.layout, {"rbc": 2.0})
+    assert (class_map(probs, meta.layout, {}) == plain).all()
+    assert (weighted[rim] == rbc).all() and (plain[rim] == 0).all()
+    assert (weighted[80:95, 130:145] == rbc).all()
+    assert (weighted[5:8, 5:8] == wbc).all() and (weighted[plain > 0] == plain[plain > 0]).all()
+
+    found = find_instances(probs, meta.counting, meta.layout)
+    widened = find_instances(probs, weighted_meta.counting, meta.layout)
+    # counted as without the weight, then the counted cell takes the rim and nothing else
+    assert found.counted is None and (widened.counted == found.labels).all()
+    assert widened.classes == found.classes and widened.scores == found.scores
+    [cell] = [c for c in describe_cells(widened, meta.layout) if c.label == "rbc"]
+    [before] = [c for c in describe_cells(found, meta.layout) if c.label == "rbc"]
+    assert cell.bbox == (16, 26, 65, 75) and before.bbox == (20, 30, 61, 71)
+    assert cell.area == int((distance <= 24).sum()) and cell.id == before.id
+    assert (widened.labels[80:95, 130:145] == 0).all()
+
+
+def test_widening_stops_after_its_rings():
+    meta = metadata(class_weights={"rbc": 2.0})
+    probs = synthetic_probs([(50, 80)])
+    distance = np.hypot(*(np.mgrid[:100, :160] - np.array([50, 80])[:, None, None]))
+    probs[(distance > 20) & (distance <= 40), :3] = [0.6, 0.4, 0.0]
+    instances = find_instances(probs, meta.counting, meta.layout)
+    [cell] = describe_cells(instances, meta.layout)
+    # WIDEN_STEPS rings of 8-neighbour dilation: a square reach of that many pixels
+    reach = 20 + WIDEN_STEPS
+    assert cell.bbox == (80 - reach, 50 - reach, 80 + reach + 1, 50 + reach + 1)
+
+
+def test_class_weights_name_a_class_of_the_model_and_are_positive():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="names no class"):
+        metadata(class_weights={"platelet": 2.0})  # a model without platelets
+    with pytest.raises(ValidationError, match="positive"):
+        metadata(class_weights={"rbc": 0.0})
+    assert metadata(class_weights={"rbc": 2.0}).counting.class_weights == {"rbc": 2.0}
 
 
 def test_distance_transform_counting_without_a_centre_head():

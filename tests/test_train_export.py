@@ -87,6 +87,10 @@ def test_export_passes_parity_and_records_metadata(tiny_run):
     assert metadata.counting.peak_threshold in thresholds
     assert metadata.counting.min_peak_distance_px in distances
     assert metadata.counting.rbc_min_area_px in areas
+    from training.tune import RBC_WEIGHTS
+
+    assert metadata.counting.class_weights.get("rbc", 1.0) in RBC_WEIGHTS
+    assert "rbc_size_ratio_calibrated" in metadata.training
     for key in ("pixel_accuracy", "dice_rbc", "rbc", "wbc"):
         assert key in metadata.metrics["val:blood-cell-detection"]
     # exported simplified; a float16 variant for CUDA is kept only within its gate (this
@@ -163,6 +167,49 @@ def test_publish_then_evaluate_the_published_model(tiny_run, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 1 and result["split"] == "val"  # 0.2 of the 6 fixture images
     assert 0.0 <= result["pixel_accuracy"] <= 1.0
+
+
+def test_calibrate_derives_a_version_with_the_same_network(tiny_run, tmp_path, capsys):
+    from app.inference.metadata import read_metadata
+    from training.cli import main
+    from training.tune import RBC_WEIGHTS
+
+    out = tmp_path / "export"
+    source = tiny_run / "export"
+    args = ["calibrate", "--model", str(source), "--version", "0.0.2", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    metadata = read_metadata(out / "model.json")
+    assert metadata.version == result["version"] == "0.0.2"
+    assert (out / "model.onnx").read_bytes() == (source / "model.onnx").read_bytes()
+    assert metadata.counting.class_weights.get("rbc", 1.0) == result["rbc_weight"] in RBC_WEIGHTS
+    assert metadata.training["derived_from"].startswith("bloodseg 0.0.1: same network")
+    original = read_metadata(source / "model.json")
+    # only the RBC weight moves: every threshold of the counting stays
+    assert metadata.counting.model_dump(exclude={"class_weights"}) == original.counting.model_dump(
+        exclude={"class_weights"}
+    )
+    assert "pixel_accuracy" in metadata.metrics["val:blood-cell-detection"]
+    assert main(["publish", "--export-dir", str(out), "--models-dir", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "bloodseg" / "0.0.2" / "model.onnx").is_file()
+
+
+def test_evaluate_by_source_rescores_what_model_json_holds(tiny_run, capsys):
+    from app.inference.metadata import read_metadata
+    from training.cli import main
+
+    export = tiny_run / "export"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(export), "--by-source"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    recorded = read_metadata(export / "model.json").metrics
+    scored = {k: v for k, v in result.items() if k.startswith("val:")}
+    assert scored and scored.keys() == {k for k in recorded if k.startswith("val:")}
+    for key, value in scored.items():
+        value.pop("mean_inference_ms"), recorded[key].pop("mean_inference_ms")
+        assert value == recorded[key]
+    with pytest.raises(SystemExit, match="--data DIR or --by-source"):
+        main(["evaluate", "--model", str(export)])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`python -m training {train,evaluate,export,optimize,publish}`."""
+"""`python -m training {train,evaluate,export,optimize,calibrate,publish}`."""
 
 from __future__ import annotations
 
@@ -79,8 +79,12 @@ def _evaluate_parser(sub) -> None:
     parser.add_argument(
         "--model", required=True, help="version dir, model root with CURRENT, or run export dir"
     )
+    parser.add_argument("--data", help="dataset dir (Kaggle CSV, VOC or YOLO layout)")
     parser.add_argument(
-        "--data", required=True, help="dataset dir (Kaggle CSV, VOC or YOLO layout)"
+        "--by-source",
+        action="store_true",
+        help="instead of --data: the validation images of each source the model was trained "
+        "on, each at its own median RBC diameter, as model.json's metrics (needs those datasets)",
     )
     parser.add_argument(
         "--split",
@@ -122,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="add an int8 variant for the CPU provider if it passes the accuracy gate "
         "(needs the datasets named in model.json)",
     )
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="a new version of a published model: same network, RBC weight calibrated so that "
+        "the RBCs found measure their boxes (needs the datasets named in model.json)",
+    )
+    calibrate.add_argument("--model", required=True, help="version dir or model root with CURRENT")
+    calibrate.add_argument("--version", required=True, help="the new version's name")
+    calibrate.add_argument("--out", required=True, help="export dir to write (then `publish` it)")
     publish = sub.add_parser("publish", help="publish an export into the models directory")
     publish.add_argument("--export-dir", default=str(Path(settings.run_dir) / "export"))
     publish.add_argument("--models-dir", default=settings.models_dir)
@@ -163,6 +175,10 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
     model_dir = resolve_model_dir(Path(args.model))
     metadata = read_metadata(model_dir / "model.json")
+    if args.by_source:
+        return evaluate_by_source(model_dir, metadata)
+    if not args.data:
+        raise SystemExit("evaluate wants --data DIR or --by-source")
     root = Path(args.data)
     dataset = load_dataset(root)
     training = metadata.training
@@ -188,6 +204,19 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     }
 
 
+def evaluate_by_source(model_dir: Path, metadata) -> dict:
+    """`val:<source>` scores of a model on its own training data's validation split."""
+    from app.inference.runner import OnnxSegmenter, RunnerOptions
+    from training.evaluate import score_sources
+    from training.quantize import training_sets
+
+    segmenter = OnnxSegmenter(
+        model_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
+    )
+    _, val_sets = training_sets(metadata)
+    return {"model": f"{metadata.name}/{metadata.version}", **score_sources(segmenter, val_sets)}
+
+
 def run_export(args: argparse.Namespace) -> dict:
     import keras
 
@@ -207,6 +236,13 @@ def run_optimize(args: argparse.Namespace) -> dict:
     images = sorted(Path(args.images).glob("*.png")) + sorted(Path(args.images).glob("*.jpg"))
     source = resolve_model_dir(Path(args.model))
     return optimize_published(source, Path(args.out), args.version, images, args.int8)
+
+
+def run_calibrate(args: argparse.Namespace) -> dict:
+    from app.inference.metadata import resolve_model_dir
+    from training.calibrate import calibrate_published
+
+    return calibrate_published(resolve_model_dir(Path(args.model)), Path(args.out), args.version)
 
 
 def run_publish(args: argparse.Namespace) -> dict:
@@ -229,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": run_evaluate,
         "export": run_export,
         "optimize": run_optimize,
+        "calibrate": run_calibrate,
         "publish": run_publish,
     }
     result = handlers[args.command](args)

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import random
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -293,6 +294,10 @@ def split_dataset(
     val_count = max(1, round(len(order) * val_fraction))
     chosen = order[:val_count] if split == "val" else order[val_count:]
     return sorted(chosen, key=lambda image: image.path.name)
+
+
+# (source name, annotated images, their median RBC diameter in pixels), as training splits them
+SourceSet = tuple[str, Sequence[AnnotatedImage], float]
 
 
 def median_rbc_diameter(images: list[AnnotatedImage]) -> float:

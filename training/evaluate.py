@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -11,8 +12,15 @@ from app.inference.metadata import ModelMetadata
 from app.inference.pipeline import scale_for, segment_image
 from app.inference.postprocess import Cell
 from app.inference.runner import OnnxSegmenter
-from training.data import AnnotatedImage
-from training.metrics import CLASSES, DetectionTally, PixelTally, match_cells, scored_classes
+from training.data import AnnotatedImage, SourceSet
+from training.metrics import (
+    CLASSES,
+    DetectionTally,
+    PixelTally,
+    match_cells,
+    rbc_size_ratios,
+    scored_classes,
+)
 from training.targets import complete_cut_box, make_targets
 
 logger = logging.getLogger(__name__)
@@ -30,6 +38,7 @@ class Scorer:
         self.rectangles = PixelTally(len(names))
         self.ellipses = PixelTally(len(names))
         self.detection = {name: DetectionTally() for name in names[1:]}
+        self.rbc_size_ratios: list[float] = []
 
     def add(self, annotated: AnnotatedImage, mask: np.ndarray, cells: list[Cell]) -> None:
         height, width = annotated.height, annotated.width
@@ -45,6 +54,7 @@ class Scorer:
         self.ellipses.add(mask, ellipses.classes)
         for name, match in match_cells(cells, boxes, scored).items():
             self.detection[name].add(match)
+        self.rbc_size_ratios += rbc_size_ratios(cells, boxes, height, width)
 
     def summary(self) -> dict:
         result = {"images": len(self.detection["rbc"].count_errors)}
@@ -53,6 +63,9 @@ class Scorer:
         for name, tally in self.detection.items():
             if tally.count_errors:
                 result[name] = tally.summary()
+        if self.rbc_size_ratios:
+            # found RBCs' size over their boxes' (metrics.rbc_size_ratios): 1 is unbiased
+            result["rbc"]["size_ratio"] = round(float(np.median(self.rbc_size_ratios)), 4)
         return result
 
 
@@ -74,3 +87,12 @@ def evaluate_images(
     result["scale"] = round(scale, 4)
     result["mean_inference_ms"] = round(float(np.mean(inference_ms)), 2) if inference_ms else 0.0
     return result
+
+
+def score_sources(segmenter: OnnxSegmenter, sets: Sequence[SourceSet]) -> dict[str, dict]:
+    """`val:<source>` metrics of each validation source at its own median RBC diameter: what
+    model.json's metrics hold."""
+    return {
+        f"val:{source}": evaluate_images(segmenter, list(images), diameter)
+        for source, images, diameter in sets
+    }

@@ -92,6 +92,21 @@ def match_cells(
     return result
 
 
+def rbc_size_ratios(
+    cells: Sequence[Cell], boxes: Sequence[Box], height: int, width: int
+) -> list[float]:
+    """For each RBC box clear of the image border (a cut box measures the cut) that a found RBC
+    matches: the found RBC's size over the box's, sizes as the mean of width and height."""
+    found, truth = class_boxes(cells, boxes, "rbc")
+    ratios = []
+    for i, j in greedy_pairs(found, truth, MATCH_IOU["rbc"]):
+        x0, y0, x1, y1 = truth[j]
+        if x0 > 1 and y0 > 1 and x1 < width - 1 and y1 < height - 1:
+            size = found[i, 2] - found[i, 0] + found[i, 3] - found[i, 1]
+            ratios.append(float(size / (x1 - x0 + y1 - y0)))
+    return ratios
+
+
 @dataclass
 class DetectionTally:
     """Running detection and count statistics of one class."""

@@ -31,7 +31,7 @@ from app.inference.decode import load_image
 from app.inference.metadata import ModelMetadata, Variant
 from app.inference.preprocess import normalize_image, rescale_image
 from app.inference.runner import OnnxSegmenter, RunnerOptions
-from training.data import AnnotatedImage
+from training.data import SourceSet
 from training.evaluate import evaluate_images
 
 logger = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ CALIBRATION_PERCENTILE = 99.999
 CALIBRATION_IMAGES_PER_SOURCE = 10
 GATED = ("pixel_accuracy", "dice_rbc", "dice_wbc")
 GATED_CELLS = ("rbc", "wbc", "platelet")
-
-# (source name, annotated images, their median RBC diameter in pixels), as training splits
-SourceSet = tuple[str, Sequence[AnnotatedImage], float]
 
 
 def float_nodes(model: onnx.ModelProto) -> list[str]:

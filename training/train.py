@@ -29,6 +29,7 @@ from training.augment import AugmentConfig
 from training.config import TrainConfig
 from training.data import (
     AnnotatedImage,
+    SourceSet,
     fingerprint,
     load_dataset,
     median_rbc_diameter,
@@ -36,14 +37,14 @@ from training.data import (
     split_dataset,
 )
 from training.dataset import CellBatches, Example, prepare_examples
-from training.evaluate import evaluate_images
+from training.evaluate import score_sources
 from training.export import export_verified
 from training.losses import CellLoss
 from training.model import build_unet, count_flops
 from training.optimize import float16_for_cuda
 from training.report import plot_history, plot_samples
 from training.size_model import fit_size_regressor
-from training.tune import tune_counting
+from training.tune import calibrate_rbc_weight, network_predictions, tune_counting
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +64,10 @@ class Splits:
 
     train: list[Example]
     val: list[Example]
-    val_sets: list[tuple[str, list[AnnotatedImage], float]]
+    val_sets: list[SourceSet]
     rbc_diameter_px: float
     datasets: list[dict]
-    tune_sets: list[tuple[str, list[AnnotatedImage], float]]
+    tune_sets: list[SourceSet]
 
 
 def _by_source(root: Path, images: list[AnnotatedImage]) -> dict[str, list[AnnotatedImage]]:
@@ -314,6 +315,28 @@ def validation_inputs(splits: Splits, limit: int = 8) -> np.ndarray:
     return batches[0][0]
 
 
+def complete_sources(tune_sets: list[SourceSet]) -> list[SourceSet]:
+    """The sources whose RBCs are all boxed: the only ones to count (or measure) against."""
+    return [s for s in tune_sets if s[1] and s[1][0].rbc_complete]
+
+
+def tuning_groups(
+    sources: list[SourceSet], working_rbc_diameter_px: float
+) -> tuple[list[tuple[list[AnnotatedImage], float]], str]:
+    """The first TUNE_IMAGES_PER_SOURCE training images of each source with the scale that
+    brings them to the working diameter (tune.network_predictions' groups), and a line
+    saying which they are, for model.json."""
+    groups = [
+        (list(images[:TUNE_IMAGES_PER_SOURCE]), working_rbc_diameter_px / diameter)
+        for _, images, diameter in sources
+    ]
+    described = ", ".join(
+        f"{source} train split ({len(group)} images)"
+        for (source, _, _), (group, _) in zip(sources, groups, strict=True)
+    )
+    return groups, described
+
+
 def export_and_score(
     model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path
 ) -> dict:
@@ -330,22 +353,17 @@ def export_and_score(
     segmenter = OnnxSegmenter(
         export_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
     )
-    # sources whose RBCs are all boxed: the only ones to count against
-    complete = [
-        (source, images, diameter)
-        for source, images, diameter in splits.tune_sets
-        if images and images[0].rbc_complete
-    ]
+    complete = complete_sources(splits.tune_sets)
     if config.tune_counting:
-        groups = [
-            (images[:TUNE_IMAGES_PER_SOURCE], metadata.working_rbc_diameter_px / diameter)
-            for _, images, diameter in complete
-        ]
-        metadata.counting = tune_counting(segmenter, groups)
-        metadata.training["counting_tuned_on"] = ", ".join(
-            f"{source} train split ({min(len(images), TUNE_IMAGES_PER_SOURCE)} images)"
-            for source, images, _ in complete
+        groups, described = tuning_groups(complete, metadata.working_rbc_diameter_px)
+        predictions = network_predictions(segmenter, groups)
+        metadata.counting, size_ratio = calibrate_rbc_weight(
+            metadata.counting, metadata.layout, predictions
         )
+        metadata.training["rbc_size_ratio_calibrated"] = round(size_ratio, 4)
+        metadata.counting = tune_counting(metadata.counting, metadata.layout, predictions)
+        metadata.training["counting_tuned_on"] = described
+        metadata.training["rbc_weight_calibrated_on"] = described
     metadata.size_regressor, size_fit = fit_size_regressor(
         [images for _, images, _ in complete], config.size_samples_per_source, config.seed
     )
@@ -358,8 +376,7 @@ def export_and_score(
         "gflops_256": round(count_flops(model) / 1e9, 2),
         "parameters": int(model.count_params()),
     }
-    for source, images, diameter in splits.val_sets:
-        metrics[f"val:{source}"] = evaluate_images(segmenter, images, diameter)
+    metrics.update(score_sources(segmenter, splits.val_sets))
     metadata.metrics = metrics
     (export_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
     return metrics

@@ -8,13 +8,13 @@ import logging
 import numpy as np
 
 from app.inference.decode import load_image
-from app.inference.metadata import Counting, ModelMetadata
+from app.inference.metadata import ChannelLayout, Counting
 from app.inference.pipeline import predict_probs
 from app.inference.postprocess import describe_cells, find_instances
 from app.inference.runner import OnnxSegmenter
 from training.augment import scale_boxes
-from training.data import AnnotatedImage
-from training.metrics import DetectionTally, match_cells
+from training.data import AnnotatedImage, Box
+from training.metrics import DetectionTally, match_cells, rbc_size_ratios
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ PEAK_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3)
 # as fractions of the training RBC diameter, and of the area of a disc of that diameter
 PEAK_DISTANCE_FRACTIONS = (0.1, 0.15, 0.2, 0.25, 0.3)
 RBC_MIN_AREA_FRACTIONS = (0.05, 0.1, 0.2)
+# RBC weights tried by calibrate_rbc_weight: the plain argmax to thrice the RBC probability
+RBC_WEIGHTS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 
 
 def candidate_grid(rbc_diameter_px: float) -> tuple[list[float], list[int], list[int]]:
@@ -33,18 +35,16 @@ def candidate_grid(rbc_diameter_px: float) -> tuple[list[float], list[int], list
     return list(PEAK_THRESHOLDS), distances, areas
 
 
-def tune_counting(
-    segmenter: OnnxSegmenter, groups: list[tuple[list[AnnotatedImage], float]]
-) -> Counting:
-    """The RBC peak threshold, peak distance and minimum area with the lowest RBC count MAE,
-    averaged over the groups (one per source, each with its scale), so that every microscope
-    counts alike (ties: best mean F1).
+# A prediction for tuning: one image's boxes at the network's scale and the network's output
+Prediction = tuple[list[Box], np.ndarray]
 
-    The network runs once per image; only the post-processing is repeated per candidate, at
-    the network's scale (the boxes are brought to it, instead of each candidate's cells to the
-    image's size: IoU does not change with scale).
-    """
-    metadata: ModelMetadata = segmenter.metadata
+
+def network_predictions(
+    segmenter: OnnxSegmenter, groups: list[tuple[list[AnnotatedImage], float]]
+) -> list[list[Prediction]]:
+    """Each group's images (one group per source, each with its scale) run through the network
+    once, with their boxes brought to the network's scale (IoU does not change with scale), so
+    that every candidate of the tuning repeats only the post-processing."""
     predictions = []
     for images, scale in groups:
         group = []
@@ -53,11 +53,49 @@ def tune_counting(
             factor = probs.shape[1] / annotated.width
             group.append((scale_boxes(list(annotated.boxes), factor), probs))
         predictions.append(group)
-    best_key, best = None, metadata.counting
-    layout = metadata.layout
-    grid = itertools.product(*candidate_grid(metadata.working_rbc_diameter_px))
+    return predictions
+
+
+def calibrate_rbc_weight(
+    counting: Counting, layout: ChannelLayout, predictions: list[list[Prediction]]
+) -> tuple[Counting, float]:
+    """`counting` with the RBC weight (Counting.class_weights) of RBC_WEIGHTS under which the
+    RBCs found measure their boxes: the median size ratio (rbc_size_ratios), averaged over the
+    groups, closest to 1. Returns it and that mean ratio."""
+    best: tuple[float, Counting, float] | None = None
+    for weight in RBC_WEIGHTS:
+        candidate = counting.model_copy(
+            update={"class_weights": {**counting.class_weights, "rbc": weight}}
+        )
+        medians = []
+        for group in predictions:
+            ratios = []
+            for boxes, probs in group:
+                cells = describe_cells(find_instances(probs, candidate, layout), layout)
+                ratios += rbc_size_ratios(cells, boxes, *probs.shape[:2])
+            if ratios:
+                medians.append(float(np.median(ratios)))
+        ratio = float(np.mean(medians)) if medians else float("nan")
+        if medians and (best is None or abs(ratio - 1) < abs(best[0] - 1)):
+            best = (ratio, candidate, weight)
+    if best is None:  # no RBC box clear of the border was found: nothing to calibrate on
+        return counting, float("nan")
+    ratio, calibrated, weight = best
+    logger.info("RBC weight %.2f: the RBCs found measure %.3f of their boxes", weight, ratio)
+    return calibrated, ratio
+
+
+def tune_counting(
+    counting: Counting, layout: ChannelLayout, predictions: list[list[Prediction]]
+) -> Counting:
+    """`counting` with the RBC peak threshold, peak distance and minimum area of the lowest RBC
+    count MAE, averaged over the groups of `predictions` (network_predictions: one per source),
+    so that every microscope counts alike (ties: best mean F1)."""
+    best_key, best = None, counting
+    base = counting
+    grid = itertools.product(*candidate_grid(layout.rbc_diameter_px))
     for threshold, distance, min_area in grid:
-        counting = metadata.counting.model_copy(
+        counting = base.model_copy(
             update={
                 "peak_threshold": threshold,
                 "min_peak_distance_px": distance,
@@ -80,8 +118,8 @@ def tune_counting(
     logger.info(
         "counting tuned on %d training images of %d source(s): peak_threshold %.2f, "
         "min_peak_distance_px %d, rbc_min_area_px %d (mean RBC count MAE %.3f, F1 %.3f)",
-        sum(len(images) for images, _ in groups),
-        len(groups),
+        sum(len(group) for group in predictions),
+        len(predictions),
         best.peak_threshold,
         best.min_peak_distance_px,
         best.rbc_min_area_px,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 CURRENT_POINTER = "CURRENT"
@@ -97,6 +97,19 @@ class Counting(BaseModel):
     # peaks are higher by OCTAVE_MARGIN (pipeline.py) wins. 0: never (models before 2.2.2).
     octave_check_peak: float = 0.0
     octave_check_low_peak: float = 0.0
+    # Each class's probability is multiplied by its weight (1 where absent) before the
+    # per-pixel argmax that decides a pixel's class. Trained with partial labels and a band
+    # taught as background, 2.x networks paint RBCs a few percent smaller than their boxes;
+    # training calibrates the RBC weight so that the RBCs found measure their boxes
+    # (tune.calibrate_rbc_weight). Empty: the plain argmax (models before 2.2.4).
+    class_weights: dict[str, float] = {}
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(not w > 0 for w in weights.values()):
+            raise ValueError(f"class weights must be positive: {weights}")
+        return weights
 
 
 class Variant(BaseModel):
@@ -138,6 +151,13 @@ class ModelMetadata(BaseModel):
     variants: list[Variant] = []
     created_at: str = ""
     package_version: str = ""
+
+    @model_validator(mode="after")
+    def _weights_name_classes(self) -> ModelMetadata:
+        unknown = set(self.counting.class_weights) - {c.name for c in self.classes}
+        if unknown:
+            raise ValueError(f"counting.class_weights names no class of the model: {unknown}")
+        return self
 
     @property
     def working_rbc_diameter_px(self) -> float:

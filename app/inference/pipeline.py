@@ -43,6 +43,9 @@ class Segmentation:
     semantic: np.ndarray | None = None
     # the RBCs' mean centre peak (postprocess.rbc_centre_peak); None without centres or RBCs
     rbc_peak: float | None = None
+    # the RBC diameter the counted cells measure (measured_rbc_diameter), before class weights
+    # widen them: what the scale is checked against
+    measured_rbc_px: float | None = None
 
     @cached_property
     def instances(self) -> Instances:
@@ -188,8 +191,17 @@ def segment_image(
     start = time.perf_counter()
     layout = metadata.layout
     instances, cells = cells_from_probs(probs, metadata.counting, layout, height, width)
-    semantic = resize_nearest(class_map(probs, layout), height, width) if with_class_map else None
+    semantic = None
+    if with_class_map:
+        weights = metadata.counting.class_weights
+        semantic = resize_nearest(class_map(probs, layout, weights), height, width)
     rbc_peak = rbc_centre_peak(probs, instances, layout)
+    counted = cells
+    if instances.counted is not None:
+        counted = describe_cells(
+            replace(instances, labels=instances.counted), layout, image.shape[:2]
+        )
+    measured = measured_rbc_diameter(counted, height, width)
     timings["postprocess"] = (time.perf_counter() - start) * 1000
     return Segmentation(
         network_instances=instances,
@@ -199,6 +211,7 @@ def segment_image(
         timings_ms=timings,
         semantic=semantic,
         rbc_peak=rbc_peak,
+        measured_rbc_px=measured,
     )
 
 
@@ -286,7 +299,7 @@ def refined_segmentation(
     than `tolerance` off it (and `accept` takes that scale)."""
     metadata = segmenter.metadata
     first = segment_image(image, segmenter, choice.scale, check=check, run=run)
-    measured = measured_rbc_diameter(first.cells, *image.shape[:2])
+    measured = first.measured_rbc_px
     choice = replace(choice, measured_px=measured)
     if measured is None or agrees(measured, choice.rbc_diameter_px, tolerance):
         return choice, first
@@ -295,6 +308,7 @@ def refined_segmentation(
         return choice, first
     second = segment_image(image, segmenter, scale, check=check, run=run)
     second.timings_ms = {"first_pass": sum(first.timings_ms.values()), **second.timings_ms}
-    remeasured = measured_rbc_diameter(second.cells, *image.shape[:2])
-    refined = ScaleChoice(scale, measured, "estimated", True, remeasured, choice.passes + 1)
+    refined = ScaleChoice(
+        scale, measured, "estimated", True, second.measured_rbc_px, choice.passes + 1
+    )
     return refined, second

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,10 @@ from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
 from app.inference.metadata import ChannelLayout, Counting
+
+# how many pixel rings class weights may widen a cell by (widen_cells): at the working scale
+# the RBCs' calibrated weight moves their edge by one or two pixels
+WIDEN_STEPS = 4
 
 
 @dataclass(frozen=True)
@@ -28,16 +33,38 @@ class Cell:
 
 @dataclass(frozen=True)
 class Instances:
-    """An instance map (0 background, else instance id) and each instance's class and score."""
+    """An instance map (0 background, else instance id) and each instance's class and score;
+    `counted` is the map before class weights widened its cells (None: not widened), the one
+    the scale is measured on."""
 
     labels: np.ndarray
     classes: dict[int, int]
     scores: dict[int, float]
+    counted: np.ndarray | None = None
 
 
-def class_map(probs: np.ndarray, layout: ChannelLayout) -> np.ndarray:
-    """The network's per-pixel class (argmax over the class channels), before any counting."""
-    return probs[..., : len(layout.class_names)].argmax(axis=-1).astype(np.uint8)
+def class_map(
+    probs: np.ndarray, layout: ChannelLayout, class_weights: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """The per-pixel class, before any counting: the argmax over the class channels. With
+    `class_weights` (Counting.class_weights), a background pixel goes to the class whose
+    probability times its weight beats background's, if one does."""
+    classes = probs[..., : len(layout.class_names)]
+    plain = classes.argmax(axis=-1).astype(np.uint8)
+    weighted = [
+        (class_id, weight)
+        for class_id, name in enumerate(layout.class_names)
+        if class_id and (weight := (class_weights or {}).get(name, 1.0)) != 1.0
+    ]
+    if not weighted:
+        return plain
+    result, to_beat = plain.copy(), classes[..., 0]
+    for class_id, weight in weighted:
+        score = classes[..., class_id] * classes.dtype.type(weight)
+        wins = (plain == 0) & (score > to_beat)
+        result[wins] = class_id
+        to_beat = np.where(wins, score, to_beat)
+    return result
 
 
 def centre_map(
@@ -81,6 +108,15 @@ def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     present[0] = False
     forward = (np.cumsum(present) * present).astype(labels.dtype)
     return np.take(forward, labels), forward
+
+
+def drop_small_labels(labels: np.ndarray, min_area: int) -> np.ndarray:
+    """Labels with every id covering fewer than `min_area` pixels set to 0: skimage's
+    remove_small_objects on a label map, which warns on a map of one label (a smear with one
+    RBC region) as if it were a mistake."""
+    small = np.bincount(labels.ravel()) < min_area
+    small[0] = False
+    return np.where(small[labels], 0, labels)
 
 
 def region_peaks(
@@ -134,7 +170,7 @@ def _peak_instances(
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(-centres, markers, mask=mask)
-    labels = remove_small_objects(labels, max_size=min_area - 1)
+    labels = drop_small_labels(labels, min_area)
     return relabel_sequential(labels)[0]
 
 
@@ -235,7 +271,33 @@ def find_instances(probs: np.ndarray, counting: Counting, layout: ChannelLayout)
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     means = sums[1:] / np.maximum(areas[1:], 1)
     scores = {i: float(mean) for i, mean in enumerate(means, start=1)}
-    return Instances(labels=labels.astype(np.int32), classes=classes, scores=scores)
+    labels = labels.astype(np.int32)
+    if not counting.class_weights:
+        return Instances(labels=labels, classes=classes, scores=scores)
+    extent = class_map(probs, layout, counting.class_weights)
+    widened = widen_cells(labels, classes, extent, classes_at)
+    return Instances(labels=widened, classes=classes, scores=scores, counted=labels)
+
+
+def widen_cells(
+    labels: np.ndarray, classes: dict[int, int], extent: np.ndarray, plain: np.ndarray
+) -> np.ndarray:
+    """The instance map with each cell grown into the background pixels (of the `plain` class
+    map) next to it that the weighted class map `extent` gives to its class, one pixel ring at a
+    time, at most WIDEN_STEPS rings. No cell is added or removed."""
+    class_of = np.zeros(int(labels.max()) + 1, dtype=np.uint8)
+    class_of[list(classes)] = list(classes.values())
+    claimable = (extent != plain) & (labels == 0)
+    widened = labels
+    for _ in range(WIDEN_STEPS):
+        # a ring pixel takes the highest id among its 8 neighbours (between two cells: either)
+        grown = ndimage.grey_dilation(widened, size=(3, 3))
+        taken = claimable & (grown > 0) & (class_of[grown] == extent)
+        if not taken.any():
+            break
+        widened = np.where(taken, grown, widened)
+        claimable &= ~taken
+    return widened
 
 
 def rbc_centre_peak(probs: np.ndarray, instances: Instances, layout: ChannelLayout) -> float | None:

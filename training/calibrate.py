@@ -1,0 +1,51 @@
+"""A new version of a published model whose RBC weight is calibrated: the same network, the
+RBCs it finds brought to the size of their boxes (tune.calibrate_rbc_weight)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app import __version__
+from app.inference.metadata import METADATA_FILE, MODEL_FILE, read_metadata
+from app.inference.runner import OnnxSegmenter, RunnerOptions
+from training.evaluate import score_sources
+from training.quantize import training_sets
+from training.train import complete_sources, tuning_groups
+from training.tune import calibrate_rbc_weight, network_predictions
+
+CPU = RunnerOptions(providers=("CPUExecutionProvider",))
+
+
+def calibrate_published(source: Path, out: Path, version: str) -> dict:
+    """Write into `out`, ready for `publish`, a version of the model in `source` with the same
+    network files and its RBC weight calibrated on the training images of each source the
+    model was trained on (never validation ones), with its validation metrics scored again.
+    The datasets must be where model.json's training record says."""
+    metadata = read_metadata(source / METADATA_FILE)
+    origin = metadata.version
+    tune_sets, val_sets = training_sets(metadata)
+    groups, described = tuning_groups(complete_sources(tune_sets), metadata.working_rbc_diameter_px)
+    predictions = network_predictions(OnnxSegmenter(source, metadata, CPU), groups)
+    before = metadata.counting.class_weights.get("rbc", 1.0)
+    metadata.counting, ratio = calibrate_rbc_weight(metadata.counting, metadata.layout, predictions)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in [MODEL_FILE, *(v.file for v in metadata.variants)]:
+        shutil.copyfile(source / name, out / name)
+    segmenter = OnnxSegmenter(out, metadata, CPU)
+    scores = score_sources(segmenter, val_sets)
+    weight = metadata.counting.class_weights.get("rbc", 1.0)
+    metadata.version = version
+    metadata.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    metadata.package_version = __version__
+    metadata.training = {
+        **metadata.training,
+        "derived_from": f"{metadata.name} {origin}: same network, RBC weight "
+        f"{before:g} -> {weight:g} (the RBCs found measure {ratio:.3f} of their boxes)",
+        "rbc_size_ratio_calibrated": round(ratio, 4),
+        "rbc_weight_calibrated_on": described,
+    }
+    metadata.metrics = {**metadata.metrics, **scores}
+    (out / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
+    return {"export": str(out), "version": version, "rbc_weight": weight, "size_ratio": ratio}
