@@ -72,6 +72,18 @@ for name, path, rbc_diameter in images:
         instances, _ = pipeline.cells_from_probs(probs, *args, height, width)
         out[f"{name} RBC centre peak"] = timed(lambda: centre_peak(probs, instances, args[-1]))
 
+    # the scale check's measurement of the RBCs (since 2.2.4 on the cells before they widen)
+    counted = getattr(pipeline, "counted_rbc_diameter", None)
+    instances, cells = pipeline.cells_from_probs(probs, *args, height, width)
+    if counted is not None:
+        out[f"{name} scale check's measurement"] = timed(
+            lambda: counted(instances, cells, args[-1], height, width)
+        )
+    elif hasattr(pipeline, "measured_rbc_diameter"):
+        out[f"{name} scale check's measurement"] = timed(
+            lambda: pipeline.measured_rbc_diameter(cells, height, width)
+        )
+
     def with_maps():
         instances, cells = pipeline.cells_from_probs(probs, *args, height, width)
         if hasattr(pipeline.Segmentation, "network_instances"):

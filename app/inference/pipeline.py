@@ -15,6 +15,7 @@ from app.inference.metadata import ChannelLayout, Counting, ModelMetadata
 from app.inference.postprocess import (
     Cell,
     Instances,
+    cell_boxes,
     class_map,
     class_mask,
     count_cells,
@@ -196,12 +197,7 @@ def segment_image(
         weights = metadata.counting.class_weights
         semantic = resize_nearest(class_map(probs, layout, weights), height, width)
     rbc_peak = rbc_centre_peak(probs, instances, layout)
-    counted = cells
-    if instances.counted is not None:
-        counted = describe_cells(
-            replace(instances, labels=instances.counted), layout, image.shape[:2]
-        )
-    measured = measured_rbc_diameter(counted, height, width)
+    measured = counted_rbc_diameter(instances, cells, layout, height, width)
     timings["postprocess"] = (time.perf_counter() - start) * 1000
     return Segmentation(
         network_instances=instances,
@@ -215,17 +211,29 @@ def segment_image(
     )
 
 
-def measured_rbc_diameter(cells: list[Cell], height: int, width: int) -> float | None:
-    """Median box size (mean of width and height, as annotated boxes are measured) of the RBCs
-    not cut by the image border; None with fewer than MIN_MEASURED_RBCS of them."""
+def counted_rbc_diameter(
+    instances: Instances, cells: list[Cell], layout: ChannelLayout, height: int, width: int
+) -> float | None:
+    """measured_rbc_diameter of the RBCs as counted: before class weights widened them (the
+    scale check was tuned on those), else of `cells` themselves."""
+    if instances.counted is None:
+        return measured_rbc_diameter([c.bbox for c in cells if c.label == "rbc"], height, width)
+    rbc = layout.class_names.index("rbc")
+    boxes = cell_boxes(instances.counted, (height, width))
+    return measured_rbc_diameter(
+        [box for i, box in boxes.items() if instances.classes[i] == rbc], height, width
+    )
+
+
+def measured_rbc_diameter(
+    rbc_boxes: list[tuple[int, int, int, int]], height: int, width: int
+) -> float | None:
+    """Median size (mean of width and height, as annotated boxes are measured) of the RBC
+    boxes not cut by the image border; None with fewer than MIN_MEASURED_RBCS of them."""
     sizes = [
-        (c.bbox[2] - c.bbox[0] + c.bbox[3] - c.bbox[1]) / 2
-        for c in cells
-        if c.label == "rbc"
-        and c.bbox[0] > 0
-        and c.bbox[1] > 0
-        and c.bbox[2] < width
-        and c.bbox[3] < height
+        (x1 - x0 + y1 - y0) / 2
+        for x0, y0, x1, y1 in rbc_boxes
+        if x0 > 0 and y0 > 0 and x1 < width and y1 < height
     ]
     return float(np.median(sizes)) if len(sizes) >= MIN_MEASURED_RBCS else None
 

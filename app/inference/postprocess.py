@@ -284,20 +284,24 @@ def widen_cells(
 ) -> np.ndarray:
     """The instance map with each cell grown into the background pixels (of the `plain` class
     map) next to it that the weighted class map `extent` gives to its class, one pixel ring at a
-    time, at most WIDEN_STEPS rings. No cell is added or removed."""
+    time, at most WIDEN_STEPS rings; a ring pixel takes the highest id among its 8 neighbours
+    (between two cells: either). No cell is added or removed."""
     class_of = np.zeros(int(labels.max()) + 1, dtype=np.uint8)
     class_of[list(classes)] = list(classes.values())
-    claimable = (extent != plain) & (labels == 0)
-    widened = labels
+    # the work is on the few claimable pixels, through a zero frame: no bounds to check
+    widened = np.pad(labels, 1)
+    flat, width = widened.ravel(), widened.shape[1]
+    claimable = np.flatnonzero(np.pad((extent != plain) & (labels == 0), 1))
+    wanted = np.pad(extent, 1).ravel()[claimable]
+    offsets = (-width - 1, -width, -width + 1, -1, 1, width - 1, width, width + 1)
     for _ in range(WIDEN_STEPS):
-        # a ring pixel takes the highest id among its 8 neighbours (between two cells: either)
-        grown = ndimage.grey_dilation(widened, size=(3, 3))
-        taken = claimable & (grown > 0) & (class_of[grown] == extent)
+        grown = np.max([flat[claimable + offset] for offset in offsets], axis=0)
+        taken = (grown > 0) & (class_of[grown] == wanted)
         if not taken.any():
             break
-        widened = np.where(taken, grown, widened)
-        claimable &= ~taken
-    return widened
+        flat[claimable[taken]] = grown[taken]
+        claimable, wanted = claimable[~taken], wanted[~taken]
+    return widened[1:-1, 1:-1]
 
 
 def rbc_centre_peak(probs: np.ndarray, instances: Instances, layout: ChannelLayout) -> float | None:
@@ -379,11 +383,6 @@ def describe_cells(
     col_weight = np.bincount(cols, minlength=labels.shape[1])
     row_sum = np.bincount(rows, weights=np.arange(height), minlength=labels.shape[0])
     col_sum = np.bincount(cols, weights=np.arange(width), minlength=labels.shape[1])
-    # the first output row (col) each source row (col) becomes, and one past its last
-    first_row = np.searchsorted(rows, np.arange(labels.shape[0]))
-    end_row = np.searchsorted(rows, np.arange(labels.shape[0]), side="right")
-    first_col = np.searchsorted(cols, np.arange(labels.shape[1]))
-    end_col = np.searchsorted(cols, np.arange(labels.shape[1]), side="right")
     shown = labels * ((row_weight > 0)[:, None] & (col_weight > 0)[None, :])
     r, c = np.nonzero(shown)
     ids = shown[r, c]
@@ -392,20 +391,13 @@ def describe_cells(
     row_sums = np.bincount(ids, weights=row_sum[r] * col_weight[c], minlength=count + 1)
     col_sums = np.bincount(ids, weights=col_sum[c] * row_weight[r], minlength=count + 1)
     cells = []
-    for old_id, box in enumerate(ndimage.find_objects(shown), start=1):
-        if box is None:
-            continue
+    for old_id, bbox in cell_boxes(labels, (height, width)).items():
         area = int(areas[old_id])
         cells.append(
             Cell(
                 id=len(cells) + 1 if renumber else old_id,
                 label=names[instances.classes[old_id]],
-                bbox=(
-                    int(first_col[box[1].start]),
-                    int(first_row[box[0].start]),
-                    int(end_col[box[1].stop - 1]),
-                    int(end_row[box[0].stop - 1]),
-                ),
+                bbox=bbox,
                 centroid=(
                     round(float(col_sums[old_id] / area), 2),
                     round(float(row_sums[old_id] / area), 2),
@@ -415,6 +407,34 @@ def describe_cells(
             )
         )
     return cells
+
+
+def cell_boxes(labels: np.ndarray, size: tuple[int, int]) -> dict[int, tuple[int, int, int, int]]:
+    """Each instance's box (x_min, y_min, x_max, y_max, max exclusive) on
+    resize_nearest(labels, *size), by id in id order, from the map as it is: the first image
+    row (column) of the first map row (column) it spans, and one past the last of its last.
+    Instances that vanish in the resize are left out."""
+    height, width = size
+    rows = nearest_sources(labels.shape[0], height)
+    cols = nearest_sources(labels.shape[1], width)
+    shown_rows = np.bincount(rows, minlength=labels.shape[0]) > 0
+    shown_cols = np.bincount(cols, minlength=labels.shape[1]) > 0
+    shown = labels * (shown_rows[:, None] & shown_cols[None, :])
+    # the first output row (col) each source row (col) becomes, and one past its last
+    first_row = np.searchsorted(rows, np.arange(labels.shape[0]))
+    end_row = np.searchsorted(rows, np.arange(labels.shape[0]), side="right")
+    first_col = np.searchsorted(cols, np.arange(labels.shape[1]))
+    end_col = np.searchsorted(cols, np.arange(labels.shape[1]), side="right")
+    return {
+        old_id: (
+            int(first_col[box[1].start]),
+            int(first_row[box[0].start]),
+            int(end_col[box[1].stop - 1]),
+            int(end_row[box[0].stop - 1]),
+        )
+        for old_id, box in enumerate(ndimage.find_objects(shown), start=1)
+        if box is not None
+    }
 
 
 def count_cells(cells: list[Cell], layout: ChannelLayout) -> dict[str, int]:
