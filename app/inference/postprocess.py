@@ -48,9 +48,20 @@ def class_map(
 ) -> np.ndarray:
     """The per-pixel class, before any counting: the argmax over the class channels. With
     `class_weights` (Counting.class_weights), a background pixel goes to the class whose
+    probability times its weight beats background's, if one does (weighted_classes)."""
+    plain = probs[..., : len(layout.class_names)].argmax(axis=-1).astype(np.uint8)
+    return weighted_classes(probs, plain, layout, class_weights) if class_weights else plain
+
+
+def weighted_classes(
+    probs: np.ndarray,
+    plain: np.ndarray,
+    layout: ChannelLayout,
+    class_weights: Mapping[str, float] | None,
+) -> np.ndarray:
+    """The plain class map `plain` with each background pixel given to the class whose
     probability times its weight beats background's, if one does."""
     classes = probs[..., : len(layout.class_names)]
-    plain = classes.argmax(axis=-1).astype(np.uint8)
     weighted = [
         (class_id, weight)
         for class_id, name in enumerate(layout.class_names)
@@ -274,7 +285,7 @@ def find_instances(probs: np.ndarray, counting: Counting, layout: ChannelLayout)
     labels = labels.astype(np.int32)
     if not counting.class_weights:
         return Instances(labels=labels, classes=classes, scores=scores)
-    extent = class_map(probs, layout, counting.class_weights)
+    extent = weighted_classes(probs, classes_at, layout, counting.class_weights)
     widened = widen_cells(labels, classes, extent, classes_at)
     return Instances(labels=widened, classes=classes, scores=scores, counted=labels)
 
