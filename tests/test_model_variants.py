@@ -29,7 +29,7 @@ from training.optimize import (
     simplify_file,
 )
 from training.publish import PublishError, publish
-from training.quantize import INT8_FILE, float_nodes, int8_for_cpu
+from training.quantize import INT8_FILE, calibration_tiles, float_nodes, int8_for_cpu
 
 CPU = ("CPUExecutionProvider",)
 # 1.1.0 is tf2onnx's export as it came (1.1.1 is the same model simplified): versions are
@@ -183,6 +183,27 @@ def fixture_sets() -> list:
     """(source, images, median RBC diameter) of the fixture smears, as training splits them."""
     images = load_dataset(FIXTURE_BCD)
     return [("blood-cell-detection", images, median_rbc_diameter(images))]
+
+
+def test_int8_calibration_sees_the_first_window_the_service_runs(segmenter):
+    from app.inference.decode import load_image
+    from app.inference.pipeline import predict_probs
+
+    [(source, images, diameter)] = fixture_sets()
+    tiles = calibration_tiles(segmenter.metadata, [(source, images[:3], diameter)])
+    assert len(tiles) == 3
+    for annotated, tile in zip(images[:3], tiles, strict=True):
+        batches = []
+
+        def record(batch, batches=batches):
+            batches.append(batch.copy())
+            return np.zeros((*batch.shape[:3], len(segmenter.metadata.output.channels)))
+
+        scale = segmenter.metadata.working_rbc_diameter_px / diameter
+        predict_probs(load_image(annotated.path), segmenter, scale, run=record)
+        np.testing.assert_array_equal(tile, batches[0][:1])
+        # a small smear: the edge band fills part of the room around it, zeros the rest
+        assert (tile[0, :16] != 0).any() and (tile[0, -4:] == 0).all()
 
 
 def test_int8_variant_keeps_the_ends_in_float32_and_is_chosen_on_cpu(shipped_model_dir, tmp_path):

@@ -29,7 +29,7 @@ import onnx
 
 from app.inference.decode import load_image
 from app.inference.metadata import ModelMetadata, Variant
-from app.inference.preprocess import normalize_image, rescale_image
+from app.inference.preprocess import normalize_image, place_in_tile, rescale_image
 from app.inference.runner import OnnxSegmenter, RunnerOptions
 from training.data import SourceSet
 from training.evaluate import evaluate_images
@@ -109,19 +109,19 @@ def int8_variant(
 
 
 def calibration_tiles(metadata: ModelMetadata, sets: Iterable[SourceSet]) -> list[np.ndarray]:
-    """One normalised tile (1, T, T, 3) per image: its top-left corner at the working scale,
-    zero-padded where the image is smaller, as the network sees tiles in service."""
-    tile = metadata.input.tile_size
+    """One normalised tile (1, T, T, 3) per image at the working scale: the first window the
+    service runs, the image placed as it places it (edge band, zero padding)."""
+    spec = metadata.input
+    tile = spec.tile_size
     tiles = []
     for _, images, diameter in sets:
         for annotated in images[:CALIBRATION_IMAGES_PER_SOURCE]:
             image = rescale_image(
                 load_image(annotated.path), metadata.working_rbc_diameter_px / diameter
             )
-            normalized = normalize_image(image, metadata.input.normalization)[:tile, :tile]
-            padded = np.zeros((1, tile, tile, 3), dtype=np.float32)
-            padded[0, : normalized.shape[0], : normalized.shape[1]] = normalized
-            tiles.append(padded)
+            normalized = normalize_image(image, spec.normalization)
+            padded, _, _ = place_in_tile(normalized, tile, spec.size_multiple, spec.edge_border_px)
+            tiles.append(np.ascontiguousarray(padded[None, :tile, :tile]))
     return tiles
 
 
