@@ -185,14 +185,16 @@ def test_widening_stops_after_its_rings():
     assert cell.bbox == (80 - reach, 50 - reach, 80 + reach + 1, 50 + reach + 1)
 
 
-def test_class_weights_name_a_class_of_the_model_and_are_positive():
+def test_class_weights_name_a_foreground_class_of_the_model_and_widen():
     import pytest
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="names no class"):
+    with pytest.raises(ValidationError, match="no foreground class"):
         metadata(class_weights={"platelet": 2.0})  # a model without platelets
-    with pytest.raises(ValidationError, match="positive"):
-        metadata(class_weights={"rbc": 0.0})
+    with pytest.raises(ValidationError, match="no foreground class"):
+        metadata(class_weights={"background": 2.0})
+    with pytest.raises(ValidationError, match="at least 1"):
+        metadata(class_weights={"rbc": 0.5})
     assert metadata(class_weights={"rbc": 2.0}).counting.class_weights == {"rbc": 2.0}
 
 

@@ -97,18 +97,20 @@ class Counting(BaseModel):
     # peaks are higher by OCTAVE_MARGIN (pipeline.py) wins. 0: never (models before 2.2.2).
     octave_check_peak: float = 0.0
     octave_check_low_peak: float = 0.0
-    # Each class's probability is multiplied by its weight (1 where absent) before the
-    # per-pixel argmax that decides a pixel's class. Trained with partial labels and a band
-    # taught as background, 2.x networks paint RBCs a few percent smaller than their boxes;
-    # training calibrates the RBC weight so that the RBCs found measure their boxes
-    # (tune.calibrate_rbc_weight). Empty: the plain argmax (models before 2.2.4).
+    # Cell extent: cells are found and counted on the plain argmax, then each grows into the
+    # background pixels next to it where its class's probability times its weight beats
+    # background's (postprocess.widen_cells). Trained with partial labels and a band taught as
+    # background, 2.x networks paint RBCs a few percent smaller than their boxes; training
+    # calibrates the RBC weight so that the RBCs found measure their boxes
+    # (tune.calibrate_rbc_weight). Foreground classes only, each at least 1 (a weight under 1
+    # would never beat background). Empty: cells as counted (models before 2.2.4).
     class_weights: dict[str, float] = {}
 
     @field_validator("class_weights")
     @classmethod
-    def _positive_weights(cls, weights: dict[str, float]) -> dict[str, float]:
-        if any(not w > 0 for w in weights.values()):
-            raise ValueError(f"class weights must be positive: {weights}")
+    def _weights_widen(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(not w >= 1 for w in weights.values()):
+            raise ValueError(f"class weights must be at least 1: {weights}")
         return weights
 
 
@@ -154,9 +156,12 @@ class ModelMetadata(BaseModel):
 
     @model_validator(mode="after")
     def _weights_name_classes(self) -> ModelMetadata:
-        unknown = set(self.counting.class_weights) - {c.name for c in self.classes}
+        foreground = {c.name for c in self.classes if c.id != 0}
+        unknown = set(self.counting.class_weights) - foreground
         if unknown:
-            raise ValueError(f"counting.class_weights names no class of the model: {unknown}")
+            raise ValueError(
+                f"counting.class_weights names no foreground class of the model: {unknown}"
+            )
         return self
 
     @property
