@@ -64,9 +64,10 @@ def calibrate_rbc_weight(
     groups, closest to 1. Returns it and that mean ratio."""
     best: tuple[float, Counting, float] | None = None
     for weight in RBC_WEIGHTS:
-        candidate = counting.model_copy(
-            update={"class_weights": {**counting.class_weights, "rbc": weight}}
-        )
+        weights = {**counting.class_weights, "rbc": weight}
+        if weight == 1.0:
+            del weights["rbc"]  # the plain argmax: nothing to widen
+        candidate = counting.model_copy(update={"class_weights": weights})
         medians = []
         for group in predictions:
             ratios = []

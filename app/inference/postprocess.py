@@ -283,7 +283,7 @@ def find_instances(probs: np.ndarray, counting: Counting, layout: ChannelLayout)
     means = sums[1:] / np.maximum(areas[1:], 1)
     scores = {i: float(mean) for i, mean in enumerate(means, start=1)}
     labels = labels.astype(np.int32)
-    if not counting.class_weights:
+    if all(weight == 1.0 for weight in counting.class_weights.values()):
         return Instances(labels=labels, classes=classes, scores=scores)
     extent = weighted_classes(probs, classes_at, layout, counting.class_weights)
     widened = widen_cells(labels, classes, extent, classes_at)
