@@ -12,7 +12,7 @@ from app.inference.metadata import METADATA_FILE, MODEL_FILE, read_metadata
 from app.inference.runner import OnnxSegmenter, RunnerOptions
 from training.evaluate import score_sources
 from training.quantize import training_sets
-from training.train import complete_sources, tuning_groups
+from training.splits import complete_sources, tuning_groups
 from training.tune import calibrate_rbc_weight, network_predictions
 
 CPU = RunnerOptions(providers=("CPUExecutionProvider",))

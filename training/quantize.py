@@ -201,9 +201,9 @@ def training_sets(metadata: ModelMetadata) -> tuple[list[SourceSet], list[Source
     """(train, validation) sets per source of the data the model was trained on, split as
     training split it (the datasets must be where model.json's training record says)."""
     from training.config import TrainConfig
-    from training.train import load_splits
+    from training.splits import split_sources
 
     known = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in metadata.training.items() if k in known})
-    splits = load_splits(config)
+    splits = split_sources(config)
     return splits.tune_sets, splits.val_sets

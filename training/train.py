@@ -27,15 +27,7 @@ from app.inference.metadata import (
 from app.inference.runner import OnnxSegmenter, RunnerOptions
 from training.augment import AugmentConfig
 from training.config import TrainConfig
-from training.data import (
-    AnnotatedImage,
-    SourceSet,
-    fingerprint,
-    load_dataset,
-    median_rbc_diameter,
-    source_of,
-    split_dataset,
-)
+from training.data import SourceSet
 from training.dataset import CellBatches, Example, prepare_examples
 from training.evaluate import score_sources
 from training.export import export_verified
@@ -44,6 +36,7 @@ from training.model import build_unet, count_flops
 from training.optimize import float16_for_cuda
 from training.report import plot_history, plot_samples
 from training.size_model import fit_size_regressor
+from training.splits import complete_sources, split_sources, tuning_groups
 from training.tune import calibrate_rbc_weight, network_predictions, tune_counting
 
 logger = logging.getLogger(__name__)
@@ -52,7 +45,6 @@ LAST_CHECKPOINT = "last.keras"
 BEST_CHECKPOINT = "best.keras"
 HISTORY_FILE = "history.csv"
 EXPORT_DIR = "export"
-TUNE_IMAGES_PER_SOURCE = 32
 
 
 @dataclass
@@ -70,69 +62,16 @@ class Splits:
     tune_sets: list[SourceSet]
 
 
-def _by_source(root: Path, images: list[AnnotatedImage]) -> dict[str, list[AnnotatedImage]]:
-    sizes = {(i.width, i.height) for i in images}
-    groups: dict[str, list[AnnotatedImage]] = {}
-    for image in images:
-        groups.setdefault(source_of(root, image, sizes), []).append(image)
-    return groups
-
-
 def load_splits(config: TrainConfig) -> Splits:
-    """Load every dataset, split it, and bring each source (a dataset, or one image size of a
-    dataset that mixes microscopes) to the training cell scale by its median RBC diameter."""
-    roots = [(Path(p), True) for p in config.data] + [
-        (Path(p), False) for p in config.partial_rbc_data
-    ]
-    loaded = [(root, load_dataset(root, config.strict, complete)) for root, complete in roots]
-    train_diameter = config.train_rbc_diameter_px or median_rbc_diameter(loaded[0][1])
-    train, val, val_sets, datasets, tune_sets = [], [], [], [], []
-    for root, images in loaded:
-        parts = {
-            s: split_dataset(root, images, s, config.val_fraction, config.seed)
-            for s in ("train", "val")
-        }
-        if config.max_images:
-            parts = {s: items[: config.max_images] for s, items in parts.items()}
-        sources = []
-        for source, members in _by_source(root, images).items():
-            diameter = median_rbc_diameter(members)
-            scale = train_diameter / diameter
-            in_source = set(members)
-            chosen = {s: [i for i in items if i in in_source] for s, items in parts.items()}
-            train += prepare_examples(chosen["train"], scale, source)
-            val += prepare_examples(chosen["val"], scale, source)
-            if chosen["val"]:
-                val_sets.append((source, chosen["val"], diameter))
-            tune_sets.append((source, chosen["train"], diameter))
-            sources.append(
-                {
-                    "source": source,
-                    "rbc_diameter_px": round(diameter, 2),
-                    "train_images": len(chosen["train"]),
-                    "val_images": len(chosen["val"]),
-                }
-            )
-            logger.info(
-                "%s: %d train / %d val images, scale x%.3f",
-                source,
-                len(chosen["train"]),
-                len(chosen["val"]),
-                scale,
-            )
-        record = {
-            "path": str(root),
-            "fingerprint": fingerprint(root),
-            "rbc_complete": images[0].rbc_complete if images else True,
-            "platelets_complete": images[0].platelets_complete if images else True,
-            "rbc_diameter_px": round(median_rbc_diameter(images), 2),
-            "train_images": len(parts["train"]),
-            "val_images": len(parts["val"]),
-        }
-        if len(sources) > 1:
-            record["sources"] = sources
-        datasets.append(record)
-    return Splits(train, val, val_sets, train_diameter, datasets, tune_sets)
+    """The data split by source (splits.split_sources), with each source's images brought to
+    the training cell scale by its median RBC diameter as training and validation examples."""
+    data = split_sources(config)
+    train, val = [], []
+    for part in data.sources:
+        scale = data.rbc_diameter_px / part.rbc_diameter_px
+        train += prepare_examples(part.train, scale, part.source)
+        val += prepare_examples(part.val, scale, part.source)
+    return Splits(train, val, data.val_sets, data.rbc_diameter_px, data.datasets, data.tune_sets)
 
 
 def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata:
@@ -313,28 +252,6 @@ def validation_inputs(splits: Splits, limit: int = 8) -> np.ndarray:
     normalization = InputSpec().normalization
     batches = CellBatches(splits.val[:limit], limit, 256, "ellipses", normalization, None, 0)
     return batches[0][0]
-
-
-def complete_sources(tune_sets: list[SourceSet]) -> list[SourceSet]:
-    """The sources whose RBCs are all boxed: the only ones to count (or measure) against."""
-    return [s for s in tune_sets if s[1] and s[1][0].rbc_complete]
-
-
-def tuning_groups(
-    sources: list[SourceSet], working_rbc_diameter_px: float
-) -> tuple[list[tuple[list[AnnotatedImage], float]], str]:
-    """The first TUNE_IMAGES_PER_SOURCE training images of each source with the scale that
-    brings them to the working diameter (tune.network_predictions' groups), and a line
-    saying which they are, for model.json."""
-    groups = [
-        (list(images[:TUNE_IMAGES_PER_SOURCE]), working_rbc_diameter_px / diameter)
-        for _, images, diameter in sources
-    ]
-    described = ", ".join(
-        f"{source} train split ({len(group)} images)"
-        for (source, _, _), (group, _) in zip(sources, groups, strict=True)
-    )
-    return groups, described
 
 
 def export_and_score(
