@@ -193,6 +193,8 @@ def write_tables(out: Path, records: list[dict], working_diameter: float) -> Non
                         *cell["centroid"],
                         cell["area"],
                         cell["score"],
+                        cell["diameter"],
+                        cell["on_border"],
                     ]
                 )
 

@@ -93,6 +93,12 @@ def test_pictures_match_the_input_size_and_the_cells(client):
         ys, xs = np.nonzero(pixels)
         assert cell["bbox"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
         assert 0 < cell["score"] <= 1
+        assert cell["diameter"] == pytest.approx(np.sqrt(4 * cell["area"] / np.pi), abs=0.005)
+        height, width = instances.shape
+        reaches = xs.min() == 0 or ys.min() == 0 or xs.max() == width - 1 or ys.max() == height - 1
+        assert cell["on_border"] == reaches
+    # a smear cut from a larger field: cells on both sides of the border question
+    assert {c["on_border"] for c in body["cells"]} == {True, False}
 
 
 def test_include_selects_pictures(client):

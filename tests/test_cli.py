@@ -74,6 +74,8 @@ def test_tables_hold_every_image_and_cell_with_the_services_counts(batch, client
         "centroid_y",
         "area",
         "score",
+        "diameter",
+        "on_border",
     ]
     for row in summary:
         body = service_result(client, Path(row["image"]))

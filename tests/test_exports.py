@@ -35,7 +35,12 @@ def test_geojson_holds_one_valid_polygon_per_cell_with_its_area(result):
         polygon = shape(feature["geometry"])
         assert polygon.is_valid and feature["properties"]["objectType"] == "detection"
         assert feature["properties"]["classification"]["name"] == cell["label"]
-        assert feature["properties"]["measurements"]["area"] == cell["area"]
+        measurements = feature["properties"]["measurements"]
+        assert measurements["area"] == cell["area"]
+        assert measurements["diameter"] == cell["diameter"]
+        # QuPath reads numbers only
+        assert all(type(v) in (int, float) for v in measurements.values())
+        assert measurements["on_border"] == int(cell["on_border"])
         # the outline runs through pixel edges' midpoints: close to the pixel count
         assert polygon.area == pytest.approx(cell["area"], rel=0.15)
         x_min, y_min, x_max, y_max = polygon.bounds

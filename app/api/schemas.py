@@ -18,6 +18,11 @@ class CellOut(BaseModel):
     centroid: tuple[float, float] = Field(description="x, y")
     area: int = Field(description="pixels")
     score: float = Field(description="mean class probability over the cell's pixels")
+    diameter: float = Field(description="the diameter of a disc of the cell's area, pixels")
+    on_border: bool = Field(
+        description="the cell reaches the image border: its area and diameter measure the "
+        "visible part only (leave it out of size statistics)"
+    )
 
 
 class ImageSize(BaseModel):

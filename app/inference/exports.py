@@ -24,6 +24,8 @@ CELL_COLUMNS = (
     "centroid_y",
     "area",
     "score",
+    "diameter",
+    "on_border",
 )
 
 
@@ -61,6 +63,8 @@ def cell_row(cell: Cell) -> dict[str, object]:
         "centroid_y": cell.centroid[1],
         "area": cell.area,
         "score": cell.score,
+        "diameter": cell.diameter,
+        "on_border": cell.on_border,
     }
 
 
@@ -86,7 +90,12 @@ def geojson(cells: list[Cell], outlines: dict[int, np.ndarray], metadata: ModelM
                     "objectType": "detection",
                     "name": f"{cell.label} {cell.id}",
                     "classification": {"name": cell.label, "color": colors[cell.label]},
-                    "measurements": {k: v for k, v in row.items() if k not in {"label", "id"}},
+                    # QuPath's measurements are numbers: on_border as 0 or 1
+                    "measurements": {
+                        k: int(v) if isinstance(v, bool) else v
+                        for k, v in row.items()
+                        if k not in {"label", "id"}
+                    },
                 },
             }
         )

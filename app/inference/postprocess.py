@@ -29,6 +29,15 @@ class Cell:
     centroid: tuple[float, float]  # x, y
     area: int
     score: float
+    # the diameter of a disc of the cell's area, in pixels (equivalent_diameter)
+    diameter: float = 0.0
+    # the cell reaches the image border: its area and diameter measure the visible part only
+    on_border: bool = False
+
+
+def equivalent_diameter(area: float) -> float:
+    """The diameter of a disc of this area (pixels), to 0.01 px."""
+    return round(float(np.sqrt(4 * area / np.pi)), 2)
 
 
 @dataclass(frozen=True)
@@ -377,8 +386,9 @@ def nearest_sources(size_in: int, size_out: int) -> np.ndarray:
 def describe_cells(
     instances: Instances, layout: ChannelLayout, size: tuple[int, int] | None = None
 ) -> list[Cell]:
-    """Per-cell measurements (bbox, centroid, area, score) from an instance map, in one pass
-    over the cells' pixels rather than one per cell.
+    """Per-cell measurements (bbox, centroid, area, score, equivalent diameter, whether the
+    image border cuts it) from an instance map, in one pass over the cells' pixels rather than
+    one per cell.
 
     With `size` (height, width), the cells are those of resize_instances(instances, *size),
     ids included, measured on the map as it is: each of its pixels weighs as many image
@@ -415,6 +425,8 @@ def describe_cells(
                 ),
                 area=area,
                 score=round(instances.scores[old_id], 4),
+                diameter=equivalent_diameter(area),
+                on_border=bbox[0] == 0 or bbox[1] == 0 or bbox[2] == width or bbox[3] == height,
             )
         )
     return cells

@@ -2,7 +2,7 @@
 "use strict";
 
 const COLUMNS = ["id", "label", "x_min", "y_min", "x_max", "y_max",
-  "centroid_x", "centroid_y", "area", "score"];
+  "centroid_x", "centroid_y", "area", "score", "diameter", "on_border"];
 let model = null; // GET /model: classes, colours, training scale
 
 function $(selector, root = document) { return root.querySelector(selector); }
@@ -46,6 +46,7 @@ function rowsOf(cells) {
     id: c.id, label: c.label,
     x_min: c.bbox[0], y_min: c.bbox[1], x_max: c.bbox[2], y_max: c.bbox[3],
     centroid_x: c.centroid[0], centroid_y: c.centroid[1], area: c.area, score: c.score,
+    diameter: c.diameter, on_border: c.on_border,
   }));
 }
 
