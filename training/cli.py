@@ -9,8 +9,12 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.settings import TrainingSettings
+
+if TYPE_CHECKING:
+    from app.inference.metadata import ModelMetadata
 
 
 def _train_parser(sub, settings: TrainingSettings) -> None:
@@ -204,7 +208,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     }
 
 
-def evaluate_by_source(model_dir: Path, metadata) -> dict:
+def evaluate_by_source(model_dir: Path, metadata: ModelMetadata) -> dict:
     """`val:<source>` scores of a model on its own training data's validation split."""
     from app.inference.runner import OnnxSegmenter, RunnerOptions
     from training.evaluate import score_sources
