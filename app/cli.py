@@ -193,8 +193,9 @@ def write_tables(out: Path, records: list[dict], working_diameter: float) -> Non
                         *cell["centroid"],
                         cell["area"],
                         cell["score"],
-                        cell["diameter"],
-                        cell["on_border"],
+                        # results an earlier version wrote (a resumed run) lack these
+                        cell.get("diameter", ""),
+                        cell.get("on_border", ""),
                     ]
                 )
 

@@ -111,6 +111,24 @@ def test_a_second_run_skips_finished_images_unless_forced(batch, capsys):
     assert (batch / "results" / "image-2.png.json").stat().st_mtime_ns > before
 
 
+def test_a_run_resumed_over_an_older_versions_results_still_writes_its_tables(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(FIXTURE_BCD / "images" / "image-2.png", folder)
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), "--out", str(out)]) == 0
+    # a result as versions before the cells' diameter and on_border wrote it
+    result = out / "results" / "image-2.png.json"
+    record = json.loads(result.read_text())
+    for cell in record["cells"]:
+        del cell["diameter"], cell["on_border"]
+    result.write_text(json.dumps(record))
+    assert main(["segment", str(folder), "--out", str(out)]) == 0
+    assert "0 segmented, 1 already done" in capsys.readouterr().err
+    cells = read_csv(out / "cells.csv")
+    assert len(cells) == len(record["cells"]) and {c["diameter"] for c in cells} == {""}
+
+
 def test_an_unreadable_file_is_reported_and_the_rest_go_on(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
