@@ -134,6 +134,7 @@ def process(image: Path, name: str, out: Path, formats: set[str], segment: Segme
         "scale": body["scale"],
         "rbc_diameter_px": body["rbc_diameter_px"],
         "scale_source": body["scale_source"],
+        "rbc_sizes": body["rbc_sizes"],
         "warnings": body["warnings"],
     }
     (out / "results" / f"{name}.json").write_text(json.dumps(record))
@@ -149,21 +150,32 @@ def finished(out: Path, name: str, formats: set[str]) -> bool:
     return all(p.is_file() for p in wanted)
 
 
+# summary.csv's columns after the image and its counts
+SUMMARY_COLUMNS = (
+    "scale",
+    "rbc_diameter_px",
+    "scale_source",
+    "rbc_median_diameter_px",
+    "rbc_diameter_cv",
+    "warnings",
+    "error",
+)
+
+
 def write_tables(out: Path, records: list[dict], working_diameter: float) -> None:
     """summary.csv (one row per image) and cells.csv (one row per cell)."""
     classes = list(dict.fromkeys(k for r in records for k in r.get("counts", {})))
     with (out / "summary.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            ["image", *classes, "scale", "rbc_diameter_px", "scale_source", "warnings", "error"]
-        )
+        writer.writerow(["image", *classes, *SUMMARY_COLUMNS])
         for record in records:
             if record.get("error"):
-                writer.writerow(
-                    [record["image"], *[""] * len(classes), "", "", "", "", record["error"]]
-                )
+                blanks = [""] * (len(classes) + len(SUMMARY_COLUMNS) - 1)
+                writer.writerow([record["image"], *blanks, record["error"]])
                 continue
             scale = record["scale"]
+            # results an earlier version wrote (a resumed run) may lack the RBC sizes
+            sizes = record.get("rbc_sizes") or {}
             writer.writerow(
                 [
                     record["image"],
@@ -171,6 +183,8 @@ def write_tables(out: Path, records: list[dict], working_diameter: float) -> Non
                     scale,
                     record.get("rbc_diameter_px", round(working_diameter / scale, 2)),
                     record.get("scale_source", ""),
+                    sizes.get("median_diameter_px", ""),
+                    sizes.get("diameter_cv", ""),
                     "; ".join(w["code"] for w in record["warnings"]),
                     "",
                 ]

@@ -6,8 +6,9 @@ other magnifications. Prints a Markdown table and writes JSON.
         --out docs/benchmark/microscopes-2.0.0.json
 
 Per set: RBC count MAE and F1, WBC F1, platelet F1 (where platelets are boxed), the share of
-images whose estimated RBC diameter is within 12 % of the boxes' median, and the estimate's cost
-against the network pass that follows it (both timed here, one after the other).
+images whose estimated RBC diameter is within 12 % of the boxes' median, the estimate's cost
+against the network pass that follows it (both timed here, one after the other), and how the
+response's measured median RBC diameter (`rbc_sizes`) compares with the boxes' median.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.inference.pipeline import (
     segment_at_estimated_scale,
     segment_image,
 )
+from app.inference.postprocess import rbc_sizes
 from app.inference.preprocess import rescale_image
 from app.inference.runner import OnnxSegmenter, RunnerOptions
 from training.augment import scale_boxes
@@ -82,6 +84,7 @@ def score_set(
     names = [c.name for c in metadata.classes[1:]]
     tallies = {name: DetectionTally() for name in names}
     within, estimate_ms, network_ms, ratios, warned, refined, passes = [], [], [], [], 0, 0, 0
+    measured = []  # the response's median RBC diameter (rbc_sizes) over the boxes' median
     for annotated in images:
         image = rescale_image(load_image(annotated.path), factor)
         boxes = scale_boxes(list(annotated.boxes), image.shape[1] / annotated.width)
@@ -112,6 +115,9 @@ def score_set(
                 ratios.append(choice.rbc_diameter_px / truth)
                 within.append(agrees(choice.rbc_diameter_px, truth, WITHIN))
             warned += not choice.checked
+        sizes = rbc_sizes(segmentation.cells)
+        if sizes is not None and truth is not None:
+            measured.append(sizes["median_diameter_px"] / truth)
         scored = scored_classes(names, annotated)
         for name, match in match_cells(segmentation.cells, boxes, scored).items():
             tallies[name].add(match)
@@ -119,6 +125,13 @@ def score_set(
         "images": len(images),
         **{name: t.summary() for name, t in tallies.items() if t.count_errors},
     }
+    if measured:
+        result["rbc_sizes"] = {
+            "images": len(measured),
+            "median_ratio": round(float(np.median(measured)), 3),
+            "within_5pct": round(float(np.mean(np.abs(np.array(measured) - 1) <= 0.05)), 3),
+            "within_10pct": round(float(np.mean(np.abs(np.array(measured) - 1) <= 0.10)), 3),
+        }
     if estimate_ms:
         result["estimate"] = {
             "within_12pct": round(float(np.mean(within)), 3) if within else None,

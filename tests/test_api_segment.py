@@ -93,12 +93,21 @@ def test_pictures_match_the_input_size_and_the_cells(client):
         ys, xs = np.nonzero(pixels)
         assert cell["bbox"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
         assert 0 < cell["score"] <= 1
-        assert cell["diameter"] == pytest.approx(np.sqrt(4 * cell["area"] / np.pi), abs=0.005)
+        x_min, y_min, x_max, y_max = cell["bbox"]
+        assert cell["diameter"] == (x_max - x_min + y_max - y_min) / 2
         height, width = instances.shape
         reaches = xs.min() == 0 or ys.min() == 0 or xs.max() == width - 1 or ys.max() == height - 1
         assert cell["on_border"] == reaches
     # a smear cut from a larger field: cells on both sides of the border question
     assert {c["on_border"] for c in body["cells"]} == {True, False}
+    # the RBC size distribution is of the RBCs the border does not cut
+    inside = [c["diameter"] for c in body["cells"] if c["label"] == "rbc" and not c["on_border"]]
+    sizes = body["rbc_sizes"]
+    assert sizes["cells"] == len(inside) >= 5
+    assert sizes["median_diameter_px"] == pytest.approx(np.median(inside), abs=0.005)
+    assert sizes["diameter_cv"] == pytest.approx(np.std(inside) / np.mean(inside), abs=5e-5)
+    # calibrated extents: the median RBC measures close to the diameter the scale implies
+    assert sizes["median_diameter_px"] == pytest.approx(body["rbc_diameter_px"], rel=0.1)
 
 
 def test_include_selects_pictures(client):

@@ -58,6 +58,8 @@ def test_tables_hold_every_image_and_cell_with_the_services_counts(batch, client
         "scale",
         "rbc_diameter_px",
         "scale_source",
+        "rbc_median_diameter_px",
+        "rbc_diameter_cv",
         "warnings",
         "error",
     ]
@@ -84,6 +86,9 @@ def test_tables_hold_every_image_and_cell_with_the_services_counts(batch, client
         assert row["error"] == "" and float(row["scale"]) == body["scale"]
         assert float(row["rbc_diameter_px"]) == body["rbc_diameter_px"]
         assert row["scale_source"] == "estimated"
+        sizes = body["rbc_sizes"] or {}
+        assert row["rbc_median_diameter_px"] == str(sizes.get("median_diameter_px", ""))
+        assert row["rbc_diameter_cv"] == str(sizes.get("diameter_cv", ""))
         assert row["warnings"] == "; ".join(w["code"] for w in body["warnings"])
         assert sum(c["image"] == row["image"] for c in cells) == sum(counts.values())
 
@@ -117,9 +122,10 @@ def test_a_run_resumed_over_an_older_versions_results_still_writes_its_tables(tm
     shutil.copy(FIXTURE_BCD / "images" / "image-2.png", folder)
     out = tmp_path / "out"
     assert main(["segment", str(folder), "--out", str(out)]) == 0
-    # a result as versions before the cells' diameter and on_border wrote it
+    # a result as versions before the RBC sizes and the cells' diameter and on_border wrote it
     result = out / "results" / "image-2.png.json"
     record = json.loads(result.read_text())
+    del record["rbc_sizes"]
     for cell in record["cells"]:
         del cell["diameter"], cell["on_border"]
     result.write_text(json.dumps(record))
@@ -127,6 +133,8 @@ def test_a_run_resumed_over_an_older_versions_results_still_writes_its_tables(tm
     assert "0 segmented, 1 already done" in capsys.readouterr().err
     cells = read_csv(out / "cells.csv")
     assert len(cells) == len(record["cells"]) and {c["diameter"] for c in cells} == {""}
+    [row] = read_csv(out / "summary.csv")
+    assert row["rbc_median_diameter_px"] == "" and int(row["rbc"]) == record["counts"]["rbc"]
 
 
 def test_an_unreadable_file_is_reported_and_the_rest_go_on(tmp_path, capsys):

@@ -71,21 +71,29 @@ def page(browser, server):
     context.close()
 
 
-def service_counts(server: str) -> dict:
+def service_result(server: str) -> dict:
     files = {"image": ("image-2.png", SMEAR.read_bytes())}
-    return httpx.post(f"{server}/segment?include=", files=files, timeout=60).json()["counts"]
+    return httpx.post(f"{server}/segment?include=", files=files, timeout=60).json()
 
 
 def test_upload_shows_the_services_counts_cells_and_pictures(page, server):
     page.get_by_label("Choose or drop blood-smear images").set_input_files(str(SMEAR))
     rbc = page.get_by_test_id("count-rbc")
     rbc.wait_for(timeout=60_000)
-    expected = service_counts(server)
+    result = service_result(server)
+    expected = result["counts"]
     assert int(rbc.inner_text()) == expected["rbc"]
     assert int(page.get_by_test_id("count-wbc").inner_text()) == expected["wbc"]
     rows = page.locator("table.cells tbody tr")
     assert rows.count() == expected["rbc"] + expected["wbc"]
-    assert "estimated from the image" in page.get_by_test_id("magnification").inner_text()
+    working = httpx.get(f"{server}/model", timeout=10).json()["working_rbc_diameter_px"]
+    # the scale the network is run at, not the training scale
+    assert f"works at RBCs of {working:g} px" in page.locator("#training-scale").inner_text()
+    magnification = page.get_by_test_id("magnification").inner_text()
+    assert "estimated from the image" in magnification
+    sizes = result["rbc_sizes"]
+    assert f"median {sizes['median_diameter_px']:.1f} px" in magnification
+    assert f"over {sizes['cells']} away from the border" in magnification
 
     view = page.locator("img.view")
     assert "base64" in view.get_attribute("src")

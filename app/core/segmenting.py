@@ -30,6 +30,7 @@ from app.inference.pipeline import (
     segment_image,
 )
 from app.inference.png import encode_png
+from app.inference.postprocess import rbc_sizes
 from app.inference.quality import result_warnings
 from app.inference.render import overlay_image
 
@@ -167,6 +168,7 @@ def segment_upload(
         },
         "scale": round(choice.scale, 6),
         "rbc_diameter_px": round(choice.rbc_diameter_px, 2),
+        "rbc_sizes": rbc_sizes(segmentation.cells),
         "scale_source": choice.source,
         "scale_refined": choice.refined,
         "scale_passes": choice.passes,

@@ -29,15 +29,10 @@ class Cell:
     centroid: tuple[float, float]  # x, y
     area: int
     score: float
-    # the diameter of a disc of the cell's area, in pixels (equivalent_diameter)
+    # the cell's size as boxes are annotated: the mean of its box's width and height (pixels)
     diameter: float = 0.0
     # the cell reaches the image border: its area and diameter measure the visible part only
     on_border: bool = False
-
-
-def equivalent_diameter(area: float) -> float:
-    """The diameter of a disc of this area (pixels), to 0.01 px."""
-    return round(float(np.sqrt(4 * area / np.pi)), 2)
 
 
 @dataclass(frozen=True)
@@ -386,8 +381,8 @@ def nearest_sources(size_in: int, size_out: int) -> np.ndarray:
 def describe_cells(
     instances: Instances, layout: ChannelLayout, size: tuple[int, int] | None = None
 ) -> list[Cell]:
-    """Per-cell measurements (bbox, centroid, area, score, equivalent diameter, whether the
-    image border cuts it) from an instance map, in one pass over the cells' pixels rather than
+    """Per-cell measurements (bbox, centroid, area, score, diameter, whether the image border
+    cuts it) from an instance map, in one pass over the cells' pixels rather than
     one per cell.
 
     With `size` (height, width), the cells are those of resize_instances(instances, *size),
@@ -425,7 +420,7 @@ def describe_cells(
                 ),
                 area=area,
                 score=round(instances.scores[old_id], 4),
-                diameter=equivalent_diameter(area),
+                diameter=(bbox[2] - bbox[0] + bbox[3] - bbox[1]) / 2,
                 on_border=bbox[0] == 0 or bbox[1] == 0 or bbox[2] == width or bbox[3] == height,
             )
         )
@@ -466,3 +461,22 @@ def count_cells(cells: list[Cell], layout: ChannelLayout) -> dict[str, int]:
     for cell in cells:
         counts[cell.label] += 1
     return counts
+
+
+# RBCs clear of the border needed for a size distribution worth reporting
+MIN_SIZED_RBCS = 5
+
+
+def rbc_sizes(cells: list[Cell]) -> dict[str, float] | None:
+    """The size distribution of the RBCs the image border does not cut: how many, their
+    median diameter (Cell.diameter, pixels) and its coefficient of variation (the spread a blood
+    count reports as RDW-CV, here by diameter rather than volume). None with fewer than
+    MIN_SIZED_RBCS of them."""
+    diameters = np.array([c.diameter for c in cells if c.label == "rbc" and not c.on_border])
+    if len(diameters) < MIN_SIZED_RBCS:
+        return None
+    return {
+        "cells": len(diameters),
+        "median_diameter_px": round(float(np.median(diameters)), 2),
+        "diameter_cv": round(float(diameters.std() / diameters.mean()), 4),
+    }

@@ -32,7 +32,7 @@ async function loadModel() {
   model = await response.json();
   $("#model-name").textContent = `Model ${model.name} ${model.version} on ${model.provider}.`;
   $("#training-scale").textContent =
-    `The model works at RBCs of ${model.rbc_diameter_px} px; other sizes are resampled to it. ` +
+    `The model works at RBCs of ${model.working_rbc_diameter_px} px; other sizes are resampled to it. ` +
     "Left blank, the size is estimated from each image.";
 }
 
@@ -143,8 +143,14 @@ async function render(card, file, body) {
     estimated: "estimated from the image",
     default: "the model's training scale",
   }[body.scale_source];
+  const sizes = body.rbc_sizes;
+  const measured = sizes
+    ? ` Measured RBCs: median ${sizes.median_diameter_px.toFixed(1)} px, ` +
+      `CV ${(100 * sizes.diameter_cv).toFixed(1)} % over ${sizes.cells} away from the border.`
+    : "";
   $(".magnification", card).textContent =
-    `Magnification ${how}: RBCs of ${body.rbc_diameter_px.toFixed(1)} px, resampled by ×${body.scale}.`;
+    `Magnification ${how}: RBCs of ${body.rbc_diameter_px.toFixed(1)} px, resampled by ×${body.scale}.` +
+    measured;
   const warnings = $(".warnings", card);
   warnings.replaceChildren(...body.warnings.map((w) => {
     const item = document.createElement("li");
