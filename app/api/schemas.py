@@ -20,7 +20,7 @@ class CellOut(BaseModel):
     score: float = Field(description="mean class probability over the cell's pixels")
     diameter: float = Field(
         description="the cell's size as boxes are annotated: the mean of its box's width and "
-        "height, pixels (the disc of the cell's area reads RBCs 2 to 6 % smaller than their "
+        "height, pixels (the disc of the cell's area reads RBCs 2 to 7 % smaller than their "
         "annotated boxes)"
     )
     on_border: bool = Field(
