@@ -133,7 +133,22 @@ def test_accept_png_returns_the_overlay(client):
     assert response.headers["X-Scale-Source"] == "estimated"
     assert float(response.headers["X-Scale"]) == body["scale"]
     assert float(response.headers["X-RBC-Diameter-Px"]) == body["rbc_diameter_px"]
+    median = float(response.headers["X-RBC-Median-Diameter-Px"])
+    assert median == body["rbc_sizes"]["median_diameter_px"]
     assert response.headers["X-Warnings"] == ",".join(w["code"] for w in body["warnings"])
+
+
+def test_too_few_rbcs_clear_of_the_border_have_no_size_distribution(client):
+    # a corner of a smear: a few cells, every one cut by the border
+    image = Image.open(BCD / "images" / BCD_IMAGE).crop((0, 0, 72, 72))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    body = post(client, "/segment?include=&rbc_diameter=54", data).json()
+    clear = [c for c in body["cells"] if c["label"] == "rbc" and not c["on_border"]]
+    assert len(clear) < 5 and body["rbc_sizes"] is None
+    png = post(client, "/segment?rbc_diameter=54", data, headers={"Accept": "image/png"})
+    assert png.status_code == 200 and png.headers["X-RBC-Median-Diameter-Px"] == ""
 
 
 def segment_bccd_image(client) -> dict:

@@ -72,6 +72,9 @@ def test_infer_matches_segment(client, server, data, params):
     parameters = result.get_response()["parameters"]
     assert parameters["scale"] == expected["scale"]
     assert parameters["scale_source"] == ("given" if params else "estimated")
+    sizes = expected["rbc_sizes"]
+    assert parameters["rbc_median_diameter_px"] == sizes["median_diameter_px"]
+    assert parameters["rbc_diameter_cv"] == sizes["diameter_cv"]
     assert parameters["warnings"] == ",".join(w["code"] for w in expected["warnings"])
 
 

@@ -37,6 +37,7 @@ SUMMARY_HEADERS = [
     "X-Scale",
     "X-RBC-Diameter-Px",
     "X-Scale-Source",
+    "X-RBC-Median-Diameter-Px",
     "X-Warnings",
 ]
 
@@ -47,6 +48,8 @@ def summary_headers(body: dict) -> dict[str, str]:
     headers["X-Scale"] = str(body["scale"])
     headers["X-RBC-Diameter-Px"] = str(body["rbc_diameter_px"])
     headers["X-Scale-Source"] = body["scale_source"]
+    sizes = body["rbc_sizes"]  # empty with too few RBCs clear of the border
+    headers["X-RBC-Median-Diameter-Px"] = str(sizes["median_diameter_px"]) if sizes else ""
     headers["X-Warnings"] = ",".join(w["code"] for w in body["warnings"])
     return headers
 
@@ -62,7 +65,8 @@ def summary_headers(body: dict) -> dict[str, str]:
             },
             "description": "JSON; or the overlay PNG itself when Accept: image/png, with "
             "X-Count-RBC / X-Count-WBC / X-Count-Platelet (models with platelets), X-Scale, "
-            "X-RBC-Diameter-Px, X-Scale-Source and X-Warnings (comma-separated codes); or a "
+            "X-RBC-Diameter-Px, X-Scale-Source, X-RBC-Median-Diameter-Px (rbc_sizes; empty "
+            "when null) and X-Warnings (comma-separated codes); or a "
             "QuPath GeoJSON FeatureCollection of the cells when Accept: application/geo+json",
         },
         **error_responses(
