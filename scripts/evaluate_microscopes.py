@@ -126,11 +126,12 @@ def score_set(
         **{name: t.summary() for name, t in tallies.items() if t.count_errors},
     }
     if measured:
+        off = np.abs(np.array(measured) - 1)
         result["rbc_sizes"] = {
             "images": len(measured),
             "median_ratio": round(float(np.median(measured)), 3),
-            "within_5pct": round(float(np.mean(np.abs(np.array(measured) - 1) <= 0.05)), 3),
-            "within_10pct": round(float(np.mean(np.abs(np.array(measured) - 1) <= 0.10)), 3),
+            "within_5pct": round(float(np.mean(off <= 0.05)), 3),
+            "within_10pct": round(float(np.mean(off <= 0.10)), 3),
         }
     if estimate_ms:
         result["estimate"] = {

@@ -93,10 +93,9 @@ def tune_counting(
     count MAE, averaged over the groups of `predictions` (network_predictions: one per source),
     so that every microscope counts alike (ties: best mean F1)."""
     best_key, best = None, counting
-    base = counting
     grid = itertools.product(*candidate_grid(layout.rbc_diameter_px))
     for threshold, distance, min_area in grid:
-        counting = base.model_copy(
+        candidate = counting.model_copy(
             update={
                 "peak_threshold": threshold,
                 "min_peak_distance_px": distance,
@@ -107,7 +106,7 @@ def tune_counting(
         for group in predictions:
             tally = DetectionTally()
             for boxes, probs in group:
-                cells = describe_cells(find_instances(probs, counting, layout), layout)
+                cells = describe_cells(find_instances(probs, candidate, layout), layout)
                 tally.add(match_cells(cells, boxes, classes=("rbc",))["rbc"])
             summaries.append(tally.summary())
         key = (
@@ -115,7 +114,7 @@ def tune_counting(
             -float(np.mean([s["f1"] for s in summaries])),
         )
         if best_key is None or key < best_key:
-            best_key, best = key, counting
+            best_key, best = key, candidate
     logger.info(
         "counting tuned on %d training images of %d source(s): peak_threshold %.2f, "
         "min_peak_distance_px %d, rbc_min_area_px %d (mean RBC count MAE %.3f, F1 %.3f)",

@@ -15,6 +15,7 @@ from app.inference.metadata import ChannelLayout, Counting, ModelMetadata
 from app.inference.postprocess import (
     Cell,
     Instances,
+    box_size,
     cell_boxes,
     class_map,
     class_mask,
@@ -24,6 +25,7 @@ from app.inference.postprocess import (
     rbc_centre_peak,
     resize_instances,
     resize_nearest,
+    touches_border,
 )
 from app.inference.preprocess import normalize_image, rescale_image
 from app.inference.runner import OnnxSegmenter
@@ -228,13 +230,9 @@ def counted_rbc_diameter(
 def measured_rbc_diameter(
     rbc_boxes: list[tuple[int, int, int, int]], height: int, width: int
 ) -> float | None:
-    """Median size (mean of width and height, as annotated boxes are measured) of the RBC
-    boxes not cut by the image border; None with fewer than MIN_MEASURED_RBCS of them."""
-    sizes = [
-        (x1 - x0 + y1 - y0) / 2
-        for x0, y0, x1, y1 in rbc_boxes
-        if x0 > 0 and y0 > 0 and x1 < width and y1 < height
-    ]
+    """Median size (box_size, as annotated boxes are measured) of the RBC boxes not cut by the
+    image border; None with fewer than MIN_MEASURED_RBCS of them."""
+    sizes = [box_size(box) for box in rbc_boxes if not touches_border(box, height, width)]
     return float(np.median(sizes)) if len(sizes) >= MIN_MEASURED_RBCS else None
 
 

@@ -29,10 +29,22 @@ class Cell:
     centroid: tuple[float, float]  # x, y
     area: int
     score: float
-    # the cell's size as boxes are annotated: the mean of its box's width and height (pixels)
+    # the cell's size as boxes are annotated (box_size of its box, pixels)
     diameter: float = 0.0
     # the cell reaches the image border: its area and diameter measure the visible part only
     on_border: bool = False
+
+
+def box_size(bbox: tuple[int, int, int, int]) -> float:
+    """A box's size as boxes are annotated: the mean of its width and height."""
+    x_min, y_min, x_max, y_max = bbox
+    return (x_max - x_min + y_max - y_min) / 2
+
+
+def touches_border(bbox: tuple[int, int, int, int], height: int, width: int) -> bool:
+    """Whether a box (max exclusive) reaches the border of an image of this size."""
+    x_min, y_min, x_max, y_max = bbox
+    return x_min == 0 or y_min == 0 or x_max == width or y_max == height
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,7 @@ def weighted_classes(
     probs: np.ndarray,
     plain: np.ndarray,
     layout: ChannelLayout,
-    class_weights: Mapping[str, float] | None,
+    class_weights: Mapping[str, float],
 ) -> np.ndarray:
     """The plain class map `plain` with each background pixel given to the class whose
     probability times its weight beats background's, if one does."""
@@ -69,7 +81,7 @@ def weighted_classes(
     weighted = [
         (class_id, weight)
         for class_id, name in enumerate(layout.class_names)
-        if class_id and (weight := (class_weights or {}).get(name, 1.0)) != 1.0
+        if class_id and (weight := class_weights.get(name, 1.0)) != 1.0
     ]
     if not weighted:
         return plain
@@ -420,8 +432,8 @@ def describe_cells(
                 ),
                 area=area,
                 score=round(instances.scores[old_id], 4),
-                diameter=(bbox[2] - bbox[0] + bbox[3] - bbox[1]) / 2,
-                on_border=bbox[0] == 0 or bbox[1] == 0 or bbox[2] == width or bbox[3] == height,
+                diameter=box_size(bbox),
+                on_border=touches_border(bbox, height, width),
             )
         )
     return cells
