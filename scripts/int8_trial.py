@@ -8,6 +8,9 @@ Prints network ms per 256x256 tile for both (alternated, ONNX Runtime's spinning
 one session's idle threads do not slow the other), the speed ratio, both models' validation
 figures per source, the largest drop, and whether int8 passes the accuracy gate (every
 figure within 0.01 of float32, as training's export requires of any variant that ships).
+`parity` compares the two on training images that calibration does not use (the next
+--parity-images of each source): the share of pixels whose class differs, and per class the
+cells found by one without a twin (box IoU >= 0.5) in the other.
 """
 
 from __future__ import annotations
@@ -22,18 +25,60 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.inference.decode import load_image  # noqa: E402
 from app.inference.metadata import read_metadata, resolve_model_dir  # noqa: E402
+from app.inference.pipeline import scale_for, segment_image  # noqa: E402
 from app.inference.runner import OnnxSegmenter, RunnerOptions  # noqa: E402
-from training.quantize import GATE, calibration_tiles, int8_for_cpu, training_sets  # noqa: E402
+from training.metrics import greedy_pairs  # noqa: E402
+from training.quantize import (  # noqa: E402
+    CALIBRATION_IMAGES_PER_SOURCE,
+    GATE,
+    calibration_tiles,
+    int8_for_cpu,
+    training_sets,
+)
+
+CLASSES = ("rbc", "wbc", "platelet")
+
+
+def parity(runners: dict[str, OnnxSegmenter], sets, per_source: int) -> dict:
+    """How far int8's cells and pixels are from float32's on the given training images."""
+    float32, int8 = runners["float32"], runners["int8"]
+    working = float32.metadata.working_rbc_diameter_px
+    differ, pixels, unmatched = 0, 0, dict.fromkeys(CLASSES, 0)
+    cells = dict.fromkeys(CLASSES, 0)
+    start = CALIBRATION_IMAGES_PER_SOURCE
+    for _, images, diameter in sets:
+        scale = scale_for(working, diameter, None)
+        for annotated in images[start : start + per_source]:
+            image = load_image(annotated.path)
+            a, b = (segment_image(image, r, scale, with_class_map=True) for r in (float32, int8))
+            differ += int((a.semantic != b.semantic).sum())
+            pixels += a.semantic.size
+            for label in CLASSES:
+                boxes = [[c.bbox for c in s.cells if c.label == label] for s in (a, b)]
+                first, second = (np.array(x, dtype=float).reshape(-1, 4) for x in boxes)
+                twins = len(greedy_pairs(first, second, 0.5))
+                cells[label] += len(first)
+                unmatched[label] += len(first) + len(second) - 2 * twins
+    return {
+        "images_per_source": per_source,
+        "pixels_of_another_class": round(differ / max(pixels, 1), 5),
+        "float32_cells": cells,
+        "cells_without_a_twin": unmatched,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "bloodseg"))
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--parity-images", type=int, default=40, help="per source; 0: skip")
     args = parser.parse_args()
 
     source = resolve_model_dir(Path(args.model))
@@ -51,6 +96,7 @@ def main() -> int:
                 work, metadata.model_copy(update={"variants": [variant]}), options
             ),
         }
+        agreement = parity(runners, train_sets, args.parity_images) if args.parity_images else {}
         tile = calibration_tiles(metadata, val_sets[:1])[0]
         times: dict[str, list[float]] = {name: [] for name in runners}
         for runner in runners.values():
@@ -71,6 +117,7 @@ def main() -> int:
                 "network_ms_p50": ms,
                 "int8_speedup": round(ms["float32"] / ms["int8"], 3),
                 **report,
+                "parity_on_training_images": agreement,
                 "gate": GATE,
                 "int8_passes_gate": worst <= GATE,
             },

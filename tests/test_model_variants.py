@@ -211,8 +211,13 @@ def test_int8_variant_keeps_the_ends_in_float32_and_is_chosen_on_cpu(shipped_mod
     metadata = read_metadata(shipped_model_dir / "model.json")
     model = onnx.load(str(tmp_path / "model.onnx"))
     kept = float_nodes(model)
-    first = next(n for n in model.graph.node if n.op_type == "Conv")
-    assert kept[0] == first.name and len(kept) == 3  # the first and the two 1x1 heads
+    convolutions = [n for n in model.graph.node if n.op_type == "Conv"]
+    kernels = {i.name: i.dims[2:] for i in model.graph.initializer}
+    kernel = {n.name: list(kernels[n.input[1]]) for n in convolutions}
+    # the first, the two 1x1 heads, and the last 3x3 convolution, whose activations they read
+    assert len(kept) == 4 and kept[0] == convolutions[0].name
+    assert [kernel[name] for name in kept[1:]] == [[1, 1], [1, 1], [3, 3]]
+    assert kept[3] == convolutions[-3].name
     sets = fixture_sets()
     variant, report = int8_for_cpu(tmp_path, metadata, sets, sets, gate=1.0)
     assert variant is not None and variant.providers == ["CPUExecutionProvider"]
