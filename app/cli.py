@@ -135,6 +135,7 @@ def process(image: Path, name: str, out: Path, formats: set[str], segment: Segme
         "rbc_diameter_px": body["rbc_diameter_px"],
         "scale_source": body["scale_source"],
         "rbc_sizes": body["rbc_sizes"],
+        "field_of_view": body["field_of_view"],
         "warnings": body["warnings"],
     }
     (out / "results" / f"{name}.json").write_text(json.dumps(record))
@@ -157,6 +158,7 @@ SUMMARY_COLUMNS = (
     "scale_source",
     "rbc_median_diameter_px",
     "rbc_diameter_cv",
+    "field_of_view",
     "warnings",
     "error",
 )
@@ -185,6 +187,7 @@ def write_tables(out: Path, records: list[dict], working_diameter: float) -> Non
                     record.get("scale_source", ""),
                     sizes.get("median_diameter_px", ""),
                     sizes.get("diameter_cv", ""),
+                    record.get("field_of_view", ""),
                     "; ".join(w["code"] for w in record["warnings"]),
                     "",
                 ]

@@ -60,6 +60,7 @@ def test_tables_hold_every_image_and_cell_with_the_services_counts(batch, client
         "scale_source",
         "rbc_median_diameter_px",
         "rbc_diameter_cv",
+        "field_of_view",
         "warnings",
         "error",
     ]
@@ -89,6 +90,7 @@ def test_tables_hold_every_image_and_cell_with_the_services_counts(batch, client
         sizes = body["rbc_sizes"] or {}
         assert row["rbc_median_diameter_px"] == str(sizes.get("median_diameter_px", ""))
         assert row["rbc_diameter_cv"] == str(sizes.get("diameter_cv", ""))
+        assert float(row["field_of_view"]) == body["field_of_view"] == 1.0
         assert row["warnings"] == "; ".join(w["code"] for w in body["warnings"])
         assert sum(c["image"] == row["image"] for c in cells) == sum(counts.values())
 

@@ -137,6 +137,23 @@ def test_a_given_diameter_is_used_and_shown(page, server):
     assert page.problems == []
 
 
+def test_an_eyepiece_photo_says_its_surround_was_left_out(page, server, tmp_path):
+    from PIL import Image
+
+    from app.inference.decode import load_image
+    from tests.test_field_of_view import eyepiece
+
+    photo = tmp_path / "eyepiece.png"
+    Image.fromarray(eyepiece(load_image(SMEAR))).save(photo)
+    page.get_by_label("Choose or drop blood-smear images").set_input_files(str(photo))
+    magnification = page.get_by_test_id("magnification")
+    magnification.wait_for(timeout=60_000)
+    page.get_by_test_id("count-rbc").wait_for()
+    text = magnification.inner_text()
+    assert "outside the microscope's field of view (24 % of the image)" in text
+    assert page.problems == []
+
+
 def test_api_errors_read_as_messages(page, tmp_path):
     broken = tmp_path / "notes.png"
     broken.write_text("these are not pixels")

@@ -103,6 +103,13 @@ class SegmentResponse(BaseModel):
         description="network passes made to settle the scale (1 when it was given); the "
         "earlier ones show together as first_pass in timings_ms"
     )
+    field_of_view: float = Field(
+        ge=0,
+        le=1,
+        description="the share of the image inside the microscope's field of view: 1 unless "
+        "the image has a dark surround at its border (an eyepiece photo's black circle or "
+        "bars), which the model then reads as empty glass; no cell is found there",
+    )
     warnings: list[WarningOut]
     timings_ms: dict[str, float]
 

@@ -21,6 +21,7 @@ from app.inference.decode import (
     open_image,
 )
 from app.inference.exports import cell_outlines, geojson
+from app.inference.field_of_view import within_field_of_view
 from app.inference.pipeline import (
     ScaleChoice,
     Segmentation,
@@ -95,11 +96,13 @@ def segment_upload(
         given = choice.scale if choice is not None else None  # None: estimated below
         check_work(width, height, given, limits, model.segmenter.work_pixels)
         image = image_to_rgb(opened)
+        # what the model reads: the image with an eyepiece's dark surround painted over
+        field = within_field_of_view(image)
         decoded = time.perf_counter()
         if choice is None:
             if check is not None:
                 check()
-            choice = estimated_scale(image, metadata)
+            choice = estimated_scale(field.for_estimate, metadata)
             estimate_ms = (time.perf_counter() - decoded) * 1000
             check_work(width, height, choice.scale, limits, model.segmenter.work_pixels)
     except ImageTooLargeError as error:
@@ -122,10 +125,12 @@ def segment_upload(
             return True
 
         choice, segmentation = segment_at_estimated_scale(
-            image, model.segmenter, choice, within_limits, check=check, run=run
+            field.image, model.segmenter, choice, within_limits, check=check, run=run
         )
     else:
-        segmentation = segment_image(image, model.segmenter, choice.scale, check=check, run=run)
+        segmentation = segment_image(
+            field.image, model.segmenter, choice.scale, check=check, run=run
+        )
     encode_start = time.perf_counter()
     pngs: dict[str, bytes] = {}
     if "mask" in include:
@@ -172,6 +177,7 @@ def segment_upload(
         "scale_source": choice.source,
         "scale_refined": choice.refined,
         "scale_passes": choice.passes,
+        "field_of_view": round(field.cover, 4),
         "warnings": [w.__dict__ for w in result_warnings(segmentation, choice, metadata)],
         "timings_ms": {k: round(v, 2) for k, v in timings.items()},
     }

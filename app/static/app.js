@@ -148,9 +148,13 @@ async function render(card, file, body) {
     ? ` Measured RBCs: median ${sizes.median_diameter_px.toFixed(1)} px, ` +
       `CV ${(100 * sizes.diameter_cv).toFixed(1)} % over ${sizes.cells} away from the border.`
     : "";
+  const surround = body.field_of_view < 1
+    ? ` The dark surround outside the microscope's field of view ` +
+      `(${(100 * (1 - body.field_of_view)).toFixed(0)} % of the image) was read as empty glass.`
+    : "";
   $(".magnification", card).textContent =
     `Magnification ${how}: RBCs of ${body.rbc_diameter_px.toFixed(1)} px, resampled by ×${body.scale}.` +
-    measured;
+    measured + surround;
   const warnings = $(".warnings", card);
   warnings.replaceChildren(...body.warnings.map((w) => {
     const item = document.createElement("li");

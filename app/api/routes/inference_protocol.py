@@ -219,6 +219,7 @@ async def infer(
             "scale": result.body["scale"],
             "rbc_diameter_px": result.body["rbc_diameter_px"],
             "scale_source": result.body["scale_source"],
+            "field_of_view": result.body["field_of_view"],
             # rbc_sizes, when there are enough RBCs clear of the border to measure
             **{f"rbc_{k}": v for k, v in (result.body["rbc_sizes"] or {}).items() if k != "cells"},
             "warnings": ",".join(w["code"] for w in result.body["warnings"]),

@@ -38,6 +38,7 @@ SUMMARY_HEADERS = [
     "X-RBC-Diameter-Px",
     "X-Scale-Source",
     "X-RBC-Median-Diameter-Px",
+    "X-Field-Of-View",
     "X-Warnings",
 ]
 
@@ -50,6 +51,7 @@ def summary_headers(body: dict) -> dict[str, str]:
     headers["X-Scale-Source"] = body["scale_source"]
     sizes = body["rbc_sizes"]  # empty with too few RBCs clear of the border
     headers["X-RBC-Median-Diameter-Px"] = str(sizes["median_diameter_px"]) if sizes else ""
+    headers["X-Field-Of-View"] = str(body["field_of_view"])
     headers["X-Warnings"] = ",".join(w["code"] for w in body["warnings"])
     return headers
 
@@ -66,7 +68,7 @@ def summary_headers(body: dict) -> dict[str, str]:
             "description": "JSON; or the overlay PNG itself when Accept: image/png, with "
             "X-Count-RBC / X-Count-WBC / X-Count-Platelet (models with platelets), X-Scale, "
             "X-RBC-Diameter-Px, X-Scale-Source, X-RBC-Median-Diameter-Px (rbc_sizes; empty "
-            "when null) and X-Warnings (comma-separated codes); or a "
+            "when null), X-Field-Of-View and X-Warnings (comma-separated codes); or a "
             "QuPath GeoJSON FeatureCollection of the cells when Accept: application/geo+json",
         },
         **error_responses(

@@ -1,0 +1,110 @@
+"""The microscope's field of view: the dark surround of an eyepiece photo, left out.
+
+A photo taken through an eyepiece or a camera adapter shows a round (or cropped) field of view
+in black. The network, the per-image normalisation and the magnification estimate all read
+that surround as if it were smear: its edge is the strongest feature in the image, so the
+estimate can land several times off and most cells go uncounted. Here the surround is found
+and painted the colour of the smear's plasma (its empty glass), so every later step sees a
+smear with empty glass around it, as in its training images.
+
+The surround is the dark pixels connected to the image border: darker than SEED_SHARE of the
+image's bright level (its plasma), grown through the vignetting's falloff into pixels darker
+than GROW_SHARE of it, then widened by FALLOFF_PX. Smears have no such pixels at their border
+(WBC nuclei, the darkest cells, are well above GROW_SHARE in their brightest channel), and
+an image without any returns unchanged after a look at its border rows alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+# shares of the image's bright level (BRIGHT_PERCENTILE of each pixel's brightest channel)
+SEED_SHARE = 0.35
+GROW_SHARE = 0.6
+BRIGHT_PERCENTILE = 90
+# a dark border region smaller than this share of the image is left as it is
+MIN_COVER = 0.02
+FALLOFF_PX = 2
+# the bright level is read from every SAMPLE_STEP-th pixel in each direction
+SAMPLE_STEP = 4
+# the plasma colour: the median of the field's pixels at or above this percentile of green
+PLASMA_PERCENTILE = 80
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """The image as the network should read it (the surround painted as empty glass), the
+    same image as the magnification estimate should read it (the surround filled with the
+    field's content mirrored across its edge: a flat area shifts the percentiles of the
+    estimate's signature), and the share of the image's pixels inside the field."""
+
+    image: np.ndarray
+    for_estimate: np.ndarray
+    cover: float  # 1.0 when nothing was left out
+
+
+def brightest_channel(pixels: np.ndarray) -> np.ndarray:
+    """Each pixel's brightest channel (uint8), for an image or a row of pixels."""
+    return pixels.max(axis=-1)
+
+
+def dark_surround(image: np.ndarray) -> np.ndarray | None:
+    """The mask of the dark surround of an RGB uint8 image; None when it has none."""
+    sample = brightest_channel(image[::SAMPLE_STEP, ::SAMPLE_STEP])
+    bright = float(np.percentile(sample, BRIGHT_PERCENTILE))
+    seed_level = SEED_SHARE * bright
+    border = np.concatenate(
+        [brightest_channel(edge) for edge in (image[0], image[-1], image[:, 0], image[:, -1])]
+    )
+    if not (border < seed_level).any():
+        return None
+    brightness = brightest_channel(image)
+    seeds, _ = ndimage.label(brightness < seed_level)
+    edge_ids = np.unique(np.concatenate([seeds[0], seeds[-1], seeds[:, 0], seeds[:, -1]]))
+    surround = np.isin(seeds, edge_ids[edge_ids > 0])
+    if surround.mean() < MIN_COVER:
+        return None
+    falloff, _ = ndimage.label(brightness < GROW_SHARE * bright)
+    reached = np.unique(falloff[surround])
+    surround = np.isin(falloff, reached[reached > 0])
+    return ndimage.binary_dilation(surround, iterations=FALLOFF_PX)
+
+
+def plasma_colour(image: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """The colour of the empty glass between cells, from the pixels inside the field."""
+    inside = image[field]
+    green = inside[:, 1]
+    return np.median(inside[green >= np.percentile(green, PLASMA_PERCENTILE)], axis=0)
+
+
+def mirrored(image: np.ndarray, surround: np.ndarray) -> np.ndarray:
+    """The image with each surround pixel taken from the field, mirrored across the nearest
+    point of its edge (the nearest field pixel itself where the mirror lands outside it)."""
+    _, (near_rows, near_cols) = ndimage.distance_transform_edt(surround, return_indices=True)
+    rows, cols = np.nonzero(surround)
+    near_r, near_c = near_rows[rows, cols], near_cols[rows, cols]
+    height, width = surround.shape
+    mirror_r = np.clip(2 * near_r - rows, 0, height - 1)
+    mirror_c = np.clip(2 * near_c - cols, 0, width - 1)
+    outside = surround[mirror_r, mirror_c]
+    mirror_r[outside], mirror_c[outside] = near_r[outside], near_c[outside]
+    filled = image.copy()
+    filled[rows, cols] = image[mirror_r, mirror_c]
+    return filled
+
+
+def within_field_of_view(image: np.ndarray) -> FieldOfView:
+    """The image with its dark surround painted the plasma's colour (the same array when it
+    has none)."""
+    surround = dark_surround(image)
+    if surround is None:
+        return FieldOfView(image, image, 1.0)
+    field = ~surround
+    if not field.any():  # all dark: nothing to read either way
+        return FieldOfView(image, image, 0.0)
+    painted = image.copy()
+    painted[surround] = np.round(plasma_colour(image, field)).astype(np.uint8)
+    return FieldOfView(painted, mirrored(image, surround), float(field.mean()))
