@@ -136,3 +136,15 @@ def test_the_picture_shows_the_photo_and_its_headers_the_field(client):
     overlay = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
     corner = overlay[:5, :5]
     assert (corner == 0).all()  # the overlay is drawn on the photo as sent, surround and all
+
+
+def test_the_estimate_reads_the_field_mirrored_into_its_window_and_no_black():
+    image = np.asarray(Image.fromarray(load_image(PBC)).resize((1500, 1400)))
+    field = within_field_of_view(eyepiece(image))
+    # the magnification estimate reads at most a central 1,024 px window: only that is filled
+    assert field.for_estimate.shape == (1024, 1024, 3)
+    # every pixel comes from the field: none is as dark as the surround
+    surround = dark_surround(eyepiece(image))
+    darkest_in_field = image.max(axis=2)[~surround].min()
+    assert field.for_estimate.max(axis=2).min() >= darkest_in_field
+    assert field.image.shape == image.shape

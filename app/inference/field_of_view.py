@@ -9,9 +9,11 @@ smear with empty glass around it, as in its training images.
 
 The surround is the dark pixels connected to the image border: darker than SEED_SHARE of the
 image's bright level (its plasma), grown through the vignetting's falloff into pixels darker
-than GROW_SHARE of it, then widened by FALLOFF_PX. Smears have no such pixels at their border
-(WBC nuclei, the darkest cells, are well above GROW_SHARE in their brightest channel), and
-an image without any returns unchanged after a look at its border rows alone.
+than GROW_SHARE of it, then widened by FALLOFF_PX. Of the 1,621 images of the three datasets
+one has such a border region, and it is a real black bar (scripts/evaluate_field_of_view.py
+scans them); an image without one returns unchanged after a look at its border lines. WBC
+nuclei can be darker than GROW_SHARE, so a nucleus touching the surround goes with it: a WBC
+the field's edge cuts may lose part of its nucleus.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from app.inference.magnification import central_window
 
 # shares of the image's bright level (BRIGHT_PERCENTILE of each pixel's brightest channel)
 SEED_SHARE = 0.35
@@ -37,9 +41,10 @@ PLASMA_PERCENTILE = 80
 @dataclass(frozen=True)
 class FieldOfView:
     """The image as the network should read it (the surround painted as empty glass), the
-    same image as the magnification estimate should read it (the surround filled with the
-    field's content mirrored across its edge: a flat area shifts the percentiles of the
-    estimate's signature), and the share of the image's pixels inside the field."""
+    image's central window as the magnification estimate should read it (the surround filled
+    with the field's content mirrored across its edge: a flat area shifts the percentiles of
+    the estimate's signature; the estimate reads no more than that window), and the share of
+    the image's pixels inside the field."""
 
     image: np.ndarray
     for_estimate: np.ndarray
@@ -107,4 +112,6 @@ def within_field_of_view(image: np.ndarray) -> FieldOfView:
         return FieldOfView(image, image, 0.0)
     painted = image.copy()
     painted[surround] = np.round(plasma_colour(image, field)).astype(np.uint8)
-    return FieldOfView(painted, mirrored(image, surround), float(field.mean()))
+    # the estimate reads no more than its central window: only that much is mirrored
+    window = central_window(*image.shape[:2])
+    return FieldOfView(painted, mirrored(image[window], surround[window]), float(field.mean()))

@@ -119,16 +119,20 @@ PYRAMID_SIGNATURE = SignatureSpec(working_sigma=2.0, octaves=True)  # 2.2.0
 SIGNATURE = replace(PYRAMID_SIGNATURE, level_pixels=8192)
 
 
+def central_window(height: int, width: int, side: int = COARSE_MAX_SIDE) -> tuple[slice, slice]:
+    """The rows and columns of the central window of at most `side` that the signature reads."""
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return slice(top, top + side), slice(left, left + side)
+
+
 def log_signature(image: np.ndarray, spec: SignatureSpec = LEGACY_SIGNATURE) -> np.ndarray:
     """(LEVELS, len(PERCENTILES)) percentiles of the scale-normalised Laplacian of Gaussian of
     the inverted green channel (RBCs are darker than plasma there), one row per SIGMAS level:
     a granulometry of the image that slides along the levels as the magnification changes.
     A large image is read through a central window, and with `spec.level_pixels` each level
     through its own smaller one, so the cost stays bounded."""
-    height, width, side = *image.shape[:2], spec.max_side
-    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-    green = image[top : top + side, left : left + side, 1]
-    green = green.astype(np.float32)
+    rows, cols = central_window(*image.shape[:2], spec.max_side)
+    green = image[rows, cols, 1].astype(np.float32)
     inverted = (green.mean() - green) / max(float(green.std()), 1.0)
     height, width = inverted.shape
     octaves = [(1.0, Image.fromarray(inverted))]
