@@ -79,6 +79,7 @@ def in_process_segmenter(args: argparse.Namespace) -> tuple[Segment, float]:
             args.rbc_diameter,
             embed=False,
             auto_scale=settings.auto_scale,
+            find_field_of_view=settings.field_of_view,
         )
         return {**result.body, "pngs": result.pngs}
 

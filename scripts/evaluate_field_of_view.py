@@ -4,7 +4,8 @@ Each validation image of each source at its own magnification is made into an ey
 black outside the circle inscribed in it ("hard"), or with its outer 15 % of radius darkening
 gradually to black ("soft", the falloff of a camera adapter). Both go through the service's
 own path (`segment_upload`, no hint), once as it is and once with the field-of-view step
-switched off (what the service did before it), beside the plain image. RBC counts are scored
+switched off (`BLOODSEG_FIELD_OF_VIEW=false`, what the service did before it), beside the
+plain image. RBC counts are scored
 against the boxes whose centres lie inside the circle, and counted cells by their centroids,
 inside 0.925 of its radius for "soft" (where the falloff has not dimmed the smear much).
 
@@ -17,7 +18,6 @@ real ones) and times the step on the images that have none.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import statistics
@@ -25,7 +25,6 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 from PIL import Image
@@ -36,12 +35,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from evaluate_microscopes import DATASETS, evaluation_sets  # noqa: E402
 
-from app.core import segmenting  # noqa: E402
 from app.core.config import Settings  # noqa: E402
 from app.core.model_store import load_model, runner_options  # noqa: E402
+from app.core.segmenting import segment_upload  # noqa: E402
 from app.inference.budget import WorkLimits  # noqa: E402
 from app.inference.decode import load_image  # noqa: E402
-from app.inference.field_of_view import FieldOfView, within_field_of_view  # noqa: E402
+from app.inference.field_of_view import within_field_of_view  # noqa: E402
 from app.inference.metadata import resolve_model_dir  # noqa: E402
 
 FALLOFF = 0.15
@@ -61,11 +60,6 @@ def eyepiece(image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     photo = image.copy()
     photo[distance > radius] = 0
     return photo, distance <= radius
-
-
-def no_field_of_view(image: np.ndarray) -> FieldOfView:
-    """The service before the field-of-view step: the photo read as it is."""
-    return FieldOfView(image, image, 1.0)
 
 
 def png(image: np.ndarray) -> bytes:
@@ -92,13 +86,9 @@ def score_set(model, limits, images, mode: str) -> dict:
         runs = {"plain": (image, False), "before": (photo, True), "now": (photo, False)}
         diameters = {}
         for name, (picture, switched_off) in runs.items():
-            patch = (
-                mock.patch.object(segmenting, "within_field_of_view", no_field_of_view)
-                if switched_off
-                else contextlib.nullcontext()
-            )
-            with patch:
-                body = segmenting.segment_upload(png(picture), model, frozenset(), limits).body
+            body = segment_upload(
+                png(picture), model, frozenset(), limits, find_field_of_view=not switched_off
+            ).body
             found = sum(
                 1
                 for c in body["cells"]

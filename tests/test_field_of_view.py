@@ -17,7 +17,7 @@ from app.inference.field_of_view import (
     within_field_of_view,
 )
 from tests.conftest import FIXTURES as DATA
-from tests.conftest import encode
+from tests.conftest import encode, make_client, wait_ready
 
 SMEARS = sorted(p for p in DATA.rglob("*") if p.suffix in {".png", ".jpg"})
 PBC = DATA / "txl-pbc" / "images" / "train" / "56857a29-a8bd-5b72-93f7-7057c6e7e92a.jpg"
@@ -148,3 +148,10 @@ def test_the_estimate_reads_the_field_mirrored_into_its_window_and_no_black():
     darkest_in_field = image.max(axis=2)[~surround].min()
     assert field.for_estimate.max(axis=2).min() >= darkest_in_field
     assert field.image.shape == image.shape
+
+
+def test_the_step_can_be_switched_off():
+    with make_client(field_of_view=False) as switched_off:
+        wait_ready(switched_off)
+        body = segment(switched_off, eyepiece(load_image(PBC)))
+    assert body["field_of_view"] == 1.0

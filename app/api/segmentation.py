@@ -45,6 +45,7 @@ async def segment_in_worker(
         rbc_diameter,
         embed,
         auto_scale=settings.auto_scale,
+        find_field_of_view=settings.field_of_view,
     )
     try:
         with request.app.state.admission.admit():

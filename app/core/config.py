@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         description="estimate the magnification of an image sent without scale or "
         "rbc_diameter; off: such an image is taken at the model's own scale (scale 1)",
     )
+    field_of_view: bool = Field(
+        True,
+        description="find an eyepiece photo's dark surround (black circle or bars at the border) "
+        "and read it as empty glass; off: every image is read as it is",
+    )
     precision: Literal["auto", "float32"] = Field(
         "auto", description="auto: the model's variant for the provider (float16 on CUDA)"
     )

@@ -21,7 +21,7 @@ from app.inference.decode import (
     open_image,
 )
 from app.inference.exports import cell_outlines, geojson
-from app.inference.field_of_view import within_field_of_view
+from app.inference.field_of_view import FieldOfView, within_field_of_view
 from app.inference.pipeline import (
     ScaleChoice,
     Segmentation,
@@ -71,12 +71,14 @@ def segment_upload(
     embed: bool = True,
     guard: WorkGuard | None = None,
     auto_scale: bool = True,
+    find_field_of_view: bool = True,
 ) -> SegmentResult:
     """Decode the upload, run the model and build the response (blocking: run in a thread).
 
     `include` names the pictures to encode (base64 in the body when `embed`, always in
     `pngs`) and whether to add the GeoJSON. With neither `scale` nor `rbc_diameter` the
     magnification is estimated from the image (unless `auto_scale` is off: then scale 1).
+    With `find_field_of_view`, an eyepiece photo's dark surround is read as empty glass.
     The image is refused when its work is out of bounds: from its header when the scale is
     given, after the (bounded) estimate otherwise. `guard` is checked between steps and stops
     the work past the request's deadline.
@@ -97,7 +99,7 @@ def segment_upload(
         check_work(width, height, given, limits, model.segmenter.work_pixels)
         image = image_to_rgb(opened)
         # what the model reads: the image with an eyepiece's dark surround painted over
-        field = within_field_of_view(image)
+        field = within_field_of_view(image) if find_field_of_view else FieldOfView.whole(image)
         decoded = time.perf_counter()
         if choice is None:
             if check is not None:

@@ -50,6 +50,11 @@ class FieldOfView:
     for_estimate: np.ndarray
     cover: float  # 1.0 when nothing was left out
 
+    @classmethod
+    def whole(cls, image: np.ndarray) -> FieldOfView:
+        """The whole image is the field: read as it is."""
+        return cls(image, image, 1.0)
+
 
 def brightest_channel(pixels: np.ndarray) -> np.ndarray:
     """Each pixel's brightest channel (uint8), for an image or a row of pixels."""
@@ -58,12 +63,14 @@ def brightest_channel(pixels: np.ndarray) -> np.ndarray:
 
 def dark_surround(image: np.ndarray) -> np.ndarray | None:
     """The mask of the dark surround of an RGB uint8 image; None when it has none."""
-    sample = brightest_channel(image[::SAMPLE_STEP, ::SAMPLE_STEP])
-    bright = float(np.percentile(sample, BRIGHT_PERCENTILE))
-    seed_level = SEED_SHARE * bright
     border = np.concatenate(
         [brightest_channel(edge) for edge in (image[0], image[-1], image[:, 0], image[:, -1])]
     )
+    if border.min() >= SEED_SHARE * 255:  # no bright level could make any of it a seed
+        return None
+    sample = brightest_channel(image[::SAMPLE_STEP, ::SAMPLE_STEP])
+    bright = float(np.percentile(sample, BRIGHT_PERCENTILE))
+    seed_level = SEED_SHARE * bright
     if not (border < seed_level).any():
         return None
     brightness = brightest_channel(image)
@@ -106,7 +113,7 @@ def within_field_of_view(image: np.ndarray) -> FieldOfView:
     has none)."""
     surround = dark_surround(image)
     if surround is None:
-        return FieldOfView(image, image, 1.0)
+        return FieldOfView.whole(image)
     field = ~surround
     if not field.any():  # all dark: nothing to read either way
         return FieldOfView(image, image, 0.0)
