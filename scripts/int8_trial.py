@@ -8,9 +8,9 @@ Prints network ms per 256x256 tile for both (alternated, ONNX Runtime's spinning
 one session's idle threads do not slow the other), the speed ratio, both models' validation
 figures per source, the largest drop, and whether int8 passes the accuracy gate (every
 figure within 0.01 of float32, as training's export requires of any variant that ships).
-`parity` compares the two on training images that calibration does not use (the next
---parity-images of each source): the share of pixels whose class differs, and per class the
-cells found by one without a twin (box IoU >= 0.5) in the other.
+`parity_on_training_images` compares the two on training images that calibration does not
+use (the next --parity-images of each source): the share of pixels whose class differs, and
+per class the cells found by one without a twin (box IoU >= 0.5) in the other.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from app.inference.decode import load_image  # noqa: E402
 from app.inference.metadata import read_metadata, resolve_model_dir  # noqa: E402
 from app.inference.pipeline import scale_for, segment_image  # noqa: E402
 from app.inference.runner import OnnxSegmenter, RunnerOptions  # noqa: E402
+from training.data import SourceSet  # noqa: E402
 from training.metrics import greedy_pairs  # noqa: E402
 from training.quantize import (  # noqa: E402
     CALIBRATION_IMAGES_PER_SOURCE,
@@ -46,7 +47,7 @@ from training.quantize import (  # noqa: E402
 CLASSES = ("rbc", "wbc", "platelet")
 
 
-def parity(runners: dict[str, OnnxSegmenter], sets, per_source: int) -> dict:
+def parity(runners: dict[str, OnnxSegmenter], sets: list[SourceSet], per_source: int) -> dict:
     """How far int8's cells and pixels are from float32's on the given training images."""
     float32, int8 = runners["float32"], runners["int8"]
     working = float32.metadata.working_rbc_diameter_px

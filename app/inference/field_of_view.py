@@ -3,9 +3,10 @@
 A photo taken through an eyepiece or a camera adapter shows a round (or cropped) field of view
 in black. The network, the per-image normalisation and the magnification estimate all read
 that surround as if it were smear: its edge is the strongest feature in the image, so the
-estimate can land several times off and most cells go uncounted. Here the surround is found
-and painted the colour of the smear's plasma (its empty glass), so every later step sees a
-smear with empty glass around it, as in its training images.
+estimate can land several times off and most cells go uncounted. Here the surround is found.
+The network reads it painted the colour of the smear's plasma, as empty glass around a smear,
+which its training images have; the magnification estimate reads it filled with the field
+mirrored across its edge, as a flat area would shift the percentiles of its signature.
 
 The surround is the dark pixels connected to the image border: darker than SEED_SHARE of the
 image's bright level (its plasma), grown through the vignetting's falloff into pixels darker
