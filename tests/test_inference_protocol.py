@@ -72,6 +72,7 @@ def test_infer_matches_segment(client, server, data, params):
     parameters = result.get_response()["parameters"]
     assert parameters["scale"] == expected["scale"]
     assert parameters["scale_source"] == ("given" if params else "estimated")
+    assert parameters["field_of_view"] == expected["field_of_view"] == 1.0
     sizes = expected["rbc_sizes"]
     assert parameters["rbc_median_diameter_px"] == sizes["median_diameter_px"]
     assert parameters["rbc_diameter_cv"] == sizes["diameter_cv"]
