@@ -155,3 +155,16 @@ def test_the_step_can_be_switched_off():
         wait_ready(switched_off)
         body = segment(switched_off, eyepiece(load_image(PBC)))
     assert body["field_of_view"] == 1.0
+
+
+def test_a_large_photo_is_searched_on_a_sample_and_painted_in_full():
+    image = np.asarray(Image.fromarray(load_image(PBC)).resize((2400, 2400)))  # step 3
+    photo = eyepiece(image)
+    field = within_field_of_view(photo)
+    black = ~in_circle(image)
+    painted = field.image[black]
+    assert (painted == painted[0]).all() and painted[0, 1] > 100  # every black pixel
+    # the sampled edge is at most a few pixels wider than the full-size search's
+    full = dark_surround(photo)
+    assert full is not None and (1 - field.cover) >= full.mean()
+    assert (1 - field.cover) - full.mean() < 0.01

@@ -19,6 +19,7 @@ the field's edge cuts may lose part of its nucleus.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,8 @@ FALLOFF_PX = 2
 SAMPLE_STEP = 4
 # the plasma colour: the median of the field's pixels at or above this percentile of green
 PLASMA_PERCENTILE = 80
+# a larger image's surround is found on a regular sample of about this many of its pixels
+DETECT_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -109,17 +112,39 @@ def mirrored(image: np.ndarray, surround: np.ndarray) -> np.ndarray:
     return filled
 
 
+def sample_positions(size: int, step: int) -> np.ndarray:
+    """About every `step`-th position along a side, the first and the last included."""
+    return np.round(np.linspace(0, size - 1, math.ceil(size / step))).astype(np.intp)
+
+
+def nearest_sample(size: int, positions: np.ndarray) -> np.ndarray:
+    """For each position along a side, the index of the nearest of `positions`."""
+    if len(positions) == 1:
+        return np.zeros(size, dtype=np.intp)
+    return np.round(np.arange(size) * (len(positions) - 1) / (size - 1)).astype(np.intp)
+
+
 def within_field_of_view(image: np.ndarray) -> FieldOfView:
     """The image with its dark surround painted the plasma's colour (the same array when it
-    has none)."""
-    surround = dark_surround(image)
-    if surround is None:
+    has none). A large image's surround is found on a regular sample of about DETECT_PIXELS of
+    its pixels, its edges included, and drawn back at full size (each pixel takes its nearest
+    sample's answer); the widening covers the coarser edge."""
+    height, width = image.shape[:2]
+    step = max(1, math.ceil(math.sqrt(height * width / DETECT_PIXELS)))
+    rows, cols = (sample_positions(size, step) for size in (height, width))
+    sampled = image if step == 1 else image[np.ix_(rows, cols)]
+    coarse = dark_surround(sampled)
+    if coarse is None:
         return FieldOfView.whole(image)
-    field = ~surround
-    if not field.any():  # all dark: nothing to read either way
+    if not (~coarse).any():  # all dark: nothing to read either way
         return FieldOfView(image, image, 0.0)
+    colour = np.round(plasma_colour(sampled, ~coarse)).astype(np.uint8)
+    surround = coarse
+    if step > 1:  # each pixel takes its nearest sample's answer
+        surround = coarse[np.ix_(nearest_sample(height, rows), nearest_sample(width, cols))]
+    field = ~surround
     painted = image.copy()
-    painted[surround] = np.round(plasma_colour(image, field)).astype(np.uint8)
+    painted[surround] = colour
     # the estimate reads no more than its central window: only that much is mirrored
     window = central_window(*image.shape[:2])
     return FieldOfView(painted, mirrored(image[window], surround[window]), float(field.mean()))
