@@ -131,8 +131,11 @@ def within_field_of_view(image: np.ndarray) -> FieldOfView:
     sample's answer); the widening covers the coarser edge."""
     height, width = image.shape[:2]
     step = max(1, math.ceil(math.sqrt(height * width / DETECT_PIXELS)))
-    rows, cols = (sample_positions(size, step) for size in (height, width))
-    sampled = image if step == 1 else image[np.ix_(rows, cols)]
+    if step > 1:
+        rows, cols = (sample_positions(size, step) for size in (height, width))
+        sampled = image[np.ix_(rows, cols)]
+    else:
+        sampled = image
     coarse = dark_surround(sampled)
     if coarse is None:
         return FieldOfView.whole(image)
