@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from app.inference.magnification import central_window
+from app.inference.postprocess import regions_reaching
 
 # shares of the image's bright level (BRIGHT_PERCENTILE of each pixel's brightest channel)
 SEED_SHARE = 0.35
@@ -78,14 +79,10 @@ def dark_surround(image: np.ndarray) -> np.ndarray | None:
     if not (border < seed_level).any():
         return None
     brightness = brightest_channel(image)
-    seeds, _ = ndimage.label(brightness < seed_level)
-    edge_ids = np.unique(np.concatenate([seeds[0], seeds[-1], seeds[:, 0], seeds[:, -1]]))
-    surround = np.isin(seeds, edge_ids[edge_ids > 0])
+    surround = regions_reaching(brightness < seed_level)
     if surround.mean() < MIN_COVER:
         return None
-    falloff, _ = ndimage.label(brightness < GROW_SHARE * bright)
-    reached = np.unique(falloff[surround])
-    surround = np.isin(falloff, reached[reached > 0])
+    surround = regions_reaching(brightness < GROW_SHARE * bright, seeds=surround)
     return ndimage.binary_dilation(surround, iterations=FALLOFF_PX)
 
 
@@ -139,7 +136,7 @@ def within_field_of_view(image: np.ndarray) -> FieldOfView:
     coarse = dark_surround(sampled)
     if coarse is None:
         return FieldOfView.whole(image)
-    if not (~coarse).any():  # all dark: nothing to read either way
+    if coarse.all():  # all dark: nothing to read either way
         return FieldOfView(image, image, 0.0)
     colour = np.round(plasma_colour(sampled, ~coarse)).astype(np.uint8)
     surround = coarse

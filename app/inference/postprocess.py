@@ -104,14 +104,24 @@ def centre_map(
     return np.clip(ndimage.distance_transform_edt(rbc_mask) / radius, 0.0, 1.0)
 
 
+def regions_reaching(mask: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    """The connected regions of `mask` that reach the image border, or, given a boolean
+    `seeds`, that hold one of its pixels (one labelling, then a look-up per pixel)."""
+    labels, count = ndimage.label(mask)
+    if seeds is None:
+        reached = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    else:
+        reached = labels[seeds]
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[reached] = True
+    keep[0] = False  # outside the mask
+    return keep[labels]
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """The mask with its holes filled: background regions that do not reach the border
     (what ndimage.binary_fill_holes gives, from one labelling instead of repeated dilations)."""
-    background, _ = ndimage.label(~mask)
-    edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
-    open_to_edge = np.zeros(int(background.max()) + 1, dtype=bool)
-    open_to_edge[edge] = True
-    return mask | ~open_to_edge[background]
+    return mask | ~regions_reaching(~mask)
 
 
 def inner_boundaries(labels: np.ndarray) -> np.ndarray:
