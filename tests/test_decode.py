@@ -74,3 +74,18 @@ def test_decode_errors_do_not_leak_object_reprs():
         decode_image(b"just some text")
     assert "object at 0x" not in str(error.value) and "<" not in str(error.value)
     assert "not a recognised image format" in str(error.value)
+
+
+def test_float_images_keep_their_contrast():
+    """32-bit float TIFFs (ImageJ, scikit-image) in [0, 1] are fractions of white, others as
+    16-bit ones; NaN and infinities do not poison the rest of the image."""
+    ramp = np.linspace(0, 1, 600, dtype=np.float32).reshape(20, 30)
+    out = decode_image(encode(Image.fromarray(ramp), "TIFF"))
+    assert out.shape == (20, 30, 3) and out.min() == 0 and out.max() == 255
+    assert np.array_equal(out[..., 0], np.clip(ramp * 255, 0, 255).astype(np.uint8))
+    wide = decode_image(encode(Image.fromarray(ramp * 4000), "TIFF"))
+    assert wide.max() == 255 and np.array_equal(wide, out)
+    holes = ramp.copy()
+    holes[0, :3] = [np.nan, np.inf, -np.inf]
+    out = decode_image(encode(Image.fromarray(holes), "TIFF"))
+    assert (out[0, :3] == 0).all() and out.max() == 255

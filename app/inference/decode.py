@@ -28,11 +28,7 @@ class ImageTooLargeError(ValueError):
 def _to_rgb(image: Image.Image) -> np.ndarray:
     """RGB uint8 from any Pillow mode: 16-bit and float scaled, transparency over white."""
     if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
-        values = np.asarray(image, dtype=np.float64)
-        top = values.max()
-        scaled = values / top * 255.0 if top > 255 else values
-        gray = np.clip(scaled, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
+        return np.repeat(_gray_levels(image)[..., None], 3, axis=-1)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in {"RGBA", "LA", "PA"} and _opaque(image):
@@ -41,6 +37,21 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
     return np.asarray(image.convert("RGB"))
+
+
+def _gray_levels(image: Image.Image) -> np.ndarray:
+    """uint8 levels of a 16-bit, 32-bit integer or float image: values above 255 scaled by
+    the image's maximum; a float image whose values lie within [0, 1] (as ImageJ and
+    scikit-image write normalised ones) taken as fractions of white; NaN and infinities black."""
+    values = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(values)
+    values = np.where(finite, values, 0.0)
+    top = float(values.max())
+    if top > 255:
+        values = values / top * 255.0
+    elif image.mode == "F" and 0 < top <= 1:
+        values = values * 255.0
+    return np.clip(values, 0, 255).astype(np.uint8)
 
 
 def _opaque(image: Image.Image) -> bool:
