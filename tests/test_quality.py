@@ -2,12 +2,15 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from app.inference.decode import decode_image
+from app.inference.magnification import MIN_CONTRAST, green_contrast
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import ScaleChoice, Segmentation, given_scale
 from app.inference.postprocess import Instances, describe_cells
 from app.inference.quality import result_warnings
-from tests.conftest import SHIPPED_MODEL
+from tests.conftest import FIXTURE_BCD, SHIPPED_MODEL, encode
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +92,6 @@ def test_an_estimate_the_cells_found_do_not_confirm(metadata):
 
 
 def test_warnings_reach_the_response(client):
-    from tests.conftest import FIXTURE_BCD
-
     data = (FIXTURE_BCD / "images" / "image-2.png").read_bytes()
     response = client.post(
         "/segment?include=&rbc_diameter=12", files={"image": ("a.png", data, "image/png")}
@@ -99,3 +100,26 @@ def test_warnings_reach_the_response(client):
     assert response.status_code == 200
     assert "magnification_out_of_range" in [w["code"] for w in body["warnings"]]
     assert all(w["message"] for w in body["warnings"])
+
+
+def test_a_blank_frame_is_not_estimated_from_its_noise(client):
+    """A frame with nothing on it (empty glass, a closed shutter) has no cells to measure: its
+    estimate, read from sensor noise, asked for RBCs of about 9 px, five times the scale and
+    25 times the pixels. It is segmented once at the model's own scale, and says why."""
+    rng = np.random.default_rng(1)
+    glass = np.clip(rng.normal(225, 1.5, (480, 640, 3)), 0, 255).astype(np.uint8)
+    assert green_contrast(glass) < MIN_CONTRAST
+    smear = (FIXTURE_BCD / "images" / "image-2.png").read_bytes()
+    assert green_contrast(decode_image(smear)) > 4 * MIN_CONTRAST
+    response = client.post(
+        "/segment?include=", files={"image": ("glass.png", encode(Image.fromarray(glass), "PNG"))}
+    )
+    body = response.json()
+    assert response.status_code == 200
+    assert (body["scale"], body["scale_source"], body["scale_passes"]) == (1.0, "default", 1)
+    assert body["counts"]["rbc"] == 0
+    found = {w["code"]: w["message"] for w in body["warnings"]}
+    assert "too little to estimate" in found["scale_low_confidence"]
+    assert "mostly_background" in found
+    plain = client.post("/segment?include=", files={"image": ("s.png", smear)}).json()
+    assert plain["scale_source"] == "estimated"

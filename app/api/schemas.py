@@ -92,7 +92,8 @@ class SegmentResponse(BaseModel):
     )
     scale_source: Literal["given", "estimated", "default"] = Field(
         description="given: from scale or rbc_diameter; estimated: measured from the image; "
-        "default: BLOODSEG_AUTO_SCALE is off and nothing was given (scale 1)"
+        "default: scale 1, when BLOODSEG_AUTO_SCALE is off and nothing was given, or the image "
+        "has too little contrast to estimate from (warning scale_low_confidence)"
     )
     scale_refined: bool = Field(
         description="estimated: the scale kept is not the first estimate, because the cells "

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from app.inference.magnification import estimate_rbc_diameter
+from app.inference.magnification import MIN_CONTRAST, estimate_rbc_diameter, green_contrast
 from app.inference.metadata import ChannelLayout, Counting, ModelMetadata
 from app.inference.postprocess import (
     Cell,
@@ -108,6 +108,8 @@ class ScaleChoice:
     # the RBC diameter the cells of the final pass measure (None: fewer than 5 measured)
     measured_px: float | None = None
     passes: int = 1  # network passes made to settle the scale
+    # the image's green_contrast when it was too low to estimate from (None: not measured so)
+    contrast: float | None = None
 
     @property
     def checked(self) -> bool:
@@ -132,7 +134,12 @@ def given_scale(
 
 
 def estimated_scale(image: np.ndarray, metadata: ModelMetadata) -> ScaleChoice:
-    """Estimate the image's RBC diameter (magnification.py) and the scale that follows."""
+    """Estimate the image's RBC diameter (magnification.py) and the scale that follows; an
+    image with too little contrast to measure (a blank frame) keeps the model's own scale,
+    where an estimate read from its noise could ask for many times the pixels."""
+    contrast = green_contrast(image)
+    if contrast < MIN_CONTRAST:
+        return ScaleChoice(1.0, metadata.working_rbc_diameter_px, "default", contrast=contrast)
     diameter = estimate_rbc_diameter(image, metadata)
     return ScaleChoice(metadata.working_rbc_diameter_px / diameter, diameter, "estimated")
 

@@ -33,6 +33,15 @@ def result_warnings(
 ) -> list[ResultWarning]:
     """The warnings for one result, in a fixed order."""
     found: list[ResultWarning] = []
+    if choice.contrast is not None:
+        found.append(
+            ResultWarning(
+                "scale_low_confidence",
+                f"the image's green levels span {choice.contrast:.0f} (a smear spans 70 or "
+                "more): too little to estimate the magnification, so it was segmented at the "
+                "model's own scale; pass rbc_diameter if you know it",
+            )
+        )
     if choice.source == "estimated" and not choice.checked:
         measured = (
             "too few whole RBCs were found to check it"
