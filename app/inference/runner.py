@@ -185,4 +185,5 @@ class OnnxSegmenter:
                 cols = slice(window.left, window.left + tile)
                 merged[rows, cols] += probs * weights
                 total[rows, cols] += weights
-        return (merged / total)[image_part]
+        merged /= total  # in place: a second full-size copy is most of a large image's peak
+        return merged[image_part]
