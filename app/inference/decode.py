@@ -44,8 +44,7 @@ def _gray_levels(image: Image.Image) -> np.ndarray:
     the image's maximum; a float image whose values lie within [0, 1] (as ImageJ and
     scikit-image write normalised ones) taken as fractions of white; NaN and infinities black."""
     values = np.asarray(image, dtype=np.float64)
-    finite = np.isfinite(values)
-    values = np.where(finite, values, 0.0)
+    values = np.where(np.isfinite(values), values, 0.0)
     top = float(values.max())
     if top > 255:
         values = values / top * 255.0

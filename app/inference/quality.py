@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.inference.magnification import MIN_CONTRAST
 from app.inference.metadata import ModelMetadata
 from app.inference.pipeline import ScaleChoice, Segmentation
 
@@ -37,9 +38,10 @@ def result_warnings(
         found.append(
             ResultWarning(
                 "scale_low_confidence",
-                f"the image's green levels span {choice.contrast:.0f} (a smear spans 70 or "
-                "more): too little to estimate the magnification, so it was segmented at the "
-                "model's own scale; pass rbc_diameter if you know it",
+                f"the image's green levels span {choice.contrast:.0f} grey levels (under "
+                f"{MIN_CONTRAST}; smears span 70 or more): too little to estimate the "
+                "magnification, so it was segmented at the model's own scale; pass "
+                "rbc_diameter if you know it",
             )
         )
     if choice.source == "estimated" and not choice.checked:
