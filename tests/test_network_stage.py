@@ -88,6 +88,47 @@ def test_a_request_with_more_tiles_than_max_batch_is_split(segmenter):
     np.testing.assert_allclose(out[6], out[0], atol=1e-5)
 
 
+def test_windows_of_other_shapes_are_batched_apart_and_counted_by_area(segmenter):
+    """On the CPU a small image runs as one window of its own size: a batch never mixes
+    shapes, and a window of several tiles' area takes that much of max_batch."""
+    run = GatedRun(segmenter.run_batch)
+    stage = NetworkStage(run, max_batch=4, delay_s=0.0, tile_pixels=256 * 256)
+    shapes = {}
+
+    def record(batch: np.ndarray) -> np.ndarray:
+        shapes.setdefault(batch.shape[1:3], []).append(len(batch))
+        return run(batch)
+
+    stage.instances = [record]
+    square = tiles_of(segmenter, "image-2.png")  # one 256 tile
+    wide = np.concatenate([square, square[:, :, :64]], axis=2)  # 256x320: 2 tiles' area
+    large = np.concatenate([wide, wide], axis=1)  # 512x320: 3 tiles' area
+    alone = {name: segmenter.run_batch(t) for name, t in (("square", square), ("wide", wide))}
+    alone["large"] = segmenter.run_batch(large)
+    jobs = [("square", square), ("wide", wide), ("wide", wide), ("square", square)]
+    jobs += [("large", large), ("large", large)]
+    run.gate.clear()
+    results: dict[int, np.ndarray] = {}
+
+    def request(index: int) -> None:
+        results[index] = stage.run(jobs[index][1])
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(len(jobs))]
+    threads[0].start()
+    assert run.entered.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+        time.sleep(0.05)  # queued in this order
+    run.gate.set()
+    for thread in threads:
+        thread.join(60)
+    # the first square alone (it held the gate), two wide windows (4 tiles' area), then the
+    # square behind them, then each large window alone (two would be 6 tiles' area)
+    assert shapes == {(256, 256): [1, 1], (256, 320): [2], (512, 320): [1, 1]}
+    for index, (name, _) in enumerate(jobs):
+        np.testing.assert_allclose(results[index], alone[name], atol=1e-4)
+
+
 def test_an_abandoned_request_never_reaches_the_network(segmenter):
     run = GatedRun(segmenter.run_batch)
     stage = NetworkStage(run, max_batch=1, delay_s=0.0)

@@ -3,6 +3,7 @@ stopped with its request."""
 
 import threading
 import time
+from dataclasses import replace
 
 import anyio
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from app.core.work import DeadlineExceeded, WorkGuard, run_guarded
 from app.inference.budget import MIN_SIDE_PX, WorkLimits, WorkRefused, check_work
+from app.inference.runner import OnnxSegmenter
 
 LIMITS = WorkLimits(max_pixels=1_000_000, max_work_pixels=10 * 256 * 256)
 
@@ -43,10 +45,16 @@ def test_accepted_work_is_counted_at_the_model_scale():
 
 def test_segmenter_counts_overlapping_tiles(segmenter):
     tile = segmenter.tile_size
-    assert segmenter.work_pixels(256, 256) == tile * tile
-    assert segmenter.work_pixels(10, 10) == tile * tile  # padded up to one tile
-    assert segmenter.work_pixels(256, 700) == 4 * tile * tile  # padded to 704: 4 windows
-    assert segmenter.work_pixels(1024, 1024) == 25 * tile * tile  # 5 x 5 windows
+    tiled = OnnxSegmenter(
+        segmenter.model_dir, segmenter.metadata, replace(segmenter.options, max_window_pixels=0)
+    )
+    for counted in (segmenter, tiled):
+        assert counted.work_pixels(256, 256) == tile * tile
+        assert counted.work_pixels(10, 10) == tile * tile  # padded up to one tile
+        assert counted.work_pixels(1024, 1024) == 25 * tile * tile  # 5 x 5 windows
+    assert tiled.work_pixels(256, 700) == 4 * tile * tile  # padded to 704: 4 windows
+    # on the CPU, within max_window_pixels: one window of the padded size
+    assert segmenter.work_pixels(256, 700) == 256 * 704
 
 
 def test_predict_checks_before_every_batch_and_stops_when_told(segmenter):

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         description="how long a short batch waits for more tiles before it runs",
     )
     tile_overlap: int = Field(64, ge=0)
+    max_window_pixels: int = Field(
+        4 * 256 * 256,
+        ge=0,
+        le=16 * 256 * 256,
+        description="on the CPU, an image padded to at most this many pixels at the model's "
+        "scale runs as one window of its own size instead of overlapping tiles (0: tiles)",
+    )
     auto_scale: bool = Field(
         True,
         description="estimate the magnification of an image sent without scale or "

@@ -51,6 +51,7 @@ def runner_options(settings: Settings) -> RunnerOptions:
         intra_op_threads=settings.intra_op_threads,
         inter_op_threads=settings.inter_op_threads,
         tile_overlap=settings.tile_overlap,
+        max_window_pixels=settings.max_window_pixels,
         batch_size=settings.max_batch,
         spinning=settings.intra_op_spinning is not False,  # auto: spin when alone
         precision=settings.precision,
@@ -158,6 +159,7 @@ class ModelStore:
                 [s.run_batch for s in self._more_instances(loaded)],
                 when_busy=quiet.run_batch if quiet else None,
                 busy=self.busy,
+                tile_pixels=loaded.segmenter.tile_size**2,
             )
             loaded = replace(loaded, network=stage)
             previous, self.current, self.last_error = self.current, loaded, None

@@ -1,7 +1,11 @@
 """The network as a stage of its own: one thread runs the model, on batches that mix the tiles
 of concurrent requests (Triton's dynamic batching: `max_batch_size`,
 `max_queue_delay_microseconds`). Requests decode, post-process and encode in their own threads
-meanwhile, so those stages overlap the network instead of queueing behind it."""
+meanwhile, so those stages overlap the network instead of queueing behind it.
+
+Tiles batch with tiles of their own shape. On the CPU a small image runs as one window of its
+own size (OnnxSegmenter.whole_window), so one batch holds the windows of one shape, and a
+window counts as many tiles as its area holds (rounded up) against `max_batch`."""
 
 from __future__ import annotations
 
@@ -48,7 +52,8 @@ class _Job:
 
 
 class NetworkStage:
-    """Runs `run_batch` on batches of at most `max_batch` tiles from all waiting requests.
+    """Runs `run_batch` on batches of at most `max_batch` tiles (of `tile_pixels` each) from
+    all waiting requests.
 
     A batch waits at most `delay_s` for more tiles once the first has arrived. Jobs whose
     request has been abandoned (deadline, cancellation, disconnect) are dropped before they
@@ -65,6 +70,7 @@ class NetworkStage:
         more_instances: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
         when_busy: Callable[[np.ndarray], np.ndarray] | None = None,
         busy: Callable[[], bool] = lambda: False,
+        tile_pixels: int = 256 * 256,
     ) -> None:
         # one thread per model instance (Triton's instance_group count), all on one queue
         self.instances = [run_batch, *more_instances]
@@ -72,6 +78,7 @@ class NetworkStage:
         self.delay_s = delay_s
         self.when_busy = when_busy
         self.busy = busy
+        self.tile_pixels = tile_pixels
         self._jobs: deque[_Job] = deque()
         self._pending = 0  # tiles queued, not yet taken into a batch
         self._wake = threading.Condition()
@@ -126,7 +133,8 @@ class NetworkStage:
             self._wake.wait(left)
 
     def _take_batch(self) -> list[tuple[_Job, int, int]]:
-        """Up to max_batch tiles from the head of the queue, as (job, start, stop) (lock held)."""
+        """Up to max_batch tiles' worth of windows of one shape from the head of the queue, as
+        (job, start, stop) (lock held); at least one window, however large."""
         taken: list[tuple[_Job, int, int]] = []
         room = self.max_batch
         while self._jobs and room:
@@ -137,12 +145,19 @@ class NetworkStage:
                 self._forget(len(job.tiles) - job.taken)
                 job.future.set_exception(reason)
                 continue
+            if taken and job.tiles.shape[1:] != taken[0][0].tiles.shape[1:]:
+                break  # another shape: the next batch, in turn
+            weight = -(-job.tiles.shape[1] * job.tiles.shape[2] // self.tile_pixels)
+            count = min(room // weight, len(job.tiles) - job.taken)
+            if count == 0:
+                if taken:
+                    break
+                count = 1
             if job.taken == 0:
                 NETWORK_QUEUE_DURATION.observe(time.monotonic() - job.enqueued)
-            count = min(room, len(job.tiles) - job.taken)
             taken.append((job, job.taken, job.taken + count))
             job.taken += count
-            room -= count
+            room = max(0, room - count * weight)
             self._forget(count)
             if job.taken == len(job.tiles):
                 self._jobs.popleft()

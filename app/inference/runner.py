@@ -56,6 +56,9 @@ class RunnerOptions:
     precision: str = "auto"
     cudnn_conv_algo_search: str = "HEURISTIC"
     io_binding: bool = True
+    # on the CPU, an image whose padded size holds at most this many pixels runs as one window
+    # of its own size instead of overlapping tiles (0: always tiles); see whole_window
+    max_window_pixels: int = 4 * 256 * 256
 
 
 def provider_options(providers: list[str], options: RunnerOptions) -> list[dict[str, str]]:
@@ -125,12 +128,27 @@ class OnnxSegmenter:
         return min(self.options.tile_overlap, self.tile_size // 2)
 
     def work_pixels(self, height: int, width: int) -> int:
-        """Pixels the network processes for an image of this size: tiles x tile area."""
+        """Pixels the network processes for an image of this size: tiles x tile area, or the
+        padded image's own when it runs as one window."""
         padded_h, padded_w = padded_size(
             height, width, self.tile_size, self.metadata.input.size_multiple
         )
+        if self.whole_window(padded_h, padded_w):
+            return padded_h * padded_w
         windows = tile_windows(padded_h, padded_w, self.tile_size, self.overlap)
         return len(windows) * self.tile_size**2
+
+    def whole_window(self, padded_height: int, padded_width: int) -> bool:
+        """Whether a padded image runs as one window of its own size. The network is fully
+        convolutional: a 640x480 smear at the working scale (272x256 padded) takes one pass of
+        272x256 pixels instead of two overlapping 256 tiles, half the work. On the CPU only:
+        CUDA keeps one tile shape, so cuDNN's search and warm-up cover every batch, and the
+        tiles of concurrent requests always batch together."""
+        if padded_height <= self.tile_size and padded_width <= self.tile_size:
+            return True
+        return self.device == "cpu" and padded_height * padded_width <= (
+            self.options.max_window_pixels
+        )
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Run the network on a NHWC float32 batch of tiles."""
@@ -166,11 +184,11 @@ class OnnxSegmenter:
         spec = self.metadata.input
         padded, top, left = place_in_tile(normalized, tile, spec.size_multiple, spec.edge_border_px)
         image_part = slice(top, top + height), slice(left, left + width)
-        windows = tile_windows(padded.shape[0], padded.shape[1], tile, overlap)
-        if len(windows) == 1:  # one tile: nothing to blend
+        if self.whole_window(*padded.shape[:2]):  # one window: nothing to blend
             if check is not None:
                 check()
             return run(padded[None])[0][image_part]
+        windows = tile_windows(padded.shape[0], padded.shape[1], tile, overlap)
         weights = blend_weights(tile, overlap)[..., None]
         channels = len(self.metadata.output.channels)
         merged = np.zeros((*padded.shape[:2], channels), dtype=np.float32)
