@@ -54,6 +54,6 @@ def test_a_640x480_smear_runs_as_one_window_and_finds_the_tiled_cells(segmenter,
 
 def test_a_large_image_still_runs_as_tiles(segmenter):
     """Past max_window_pixels (and always on CUDA) the windows are the model's tiles."""
-    assert not segmenter.whole_window(704, 704)  # over 4 tiles' area
-    assert segmenter.whole_window(256, 256) and segmenter.whole_window(512, 512)
-    assert segmenter.work_pixels(700, 700) == 16 * 256 * 256
+    assert not segmenter.whole_window(1040, 1024)  # over 1024 x 1024
+    assert segmenter.whole_window(256, 256) and segmenter.whole_window(1024, 1024)
+    assert segmenter.work_pixels(1030, 1030) == 36 * 256 * 256  # 6 x 6 tiles

@@ -51,13 +51,18 @@ def test_segmenter_counts_overlapping_tiles(segmenter):
     for counted in (segmenter, tiled):
         assert counted.work_pixels(256, 256) == tile * tile
         assert counted.work_pixels(10, 10) == tile * tile  # padded up to one tile
-        assert counted.work_pixels(1024, 1024) == 25 * tile * tile  # 5 x 5 windows
+        assert counted.work_pixels(2048, 2048) == 121 * tile * tile  # 11 x 11 windows
     assert tiled.work_pixels(256, 700) == 4 * tile * tile  # padded to 704: 4 windows
+    assert tiled.work_pixels(1024, 1024) == 25 * tile * tile  # 5 x 5 windows
     # on the CPU, within max_window_pixels: one window of the padded size
     assert segmenter.work_pixels(256, 700) == 256 * 704
+    assert segmenter.work_pixels(1024, 1024) == 1024 * 1024
 
 
 def test_predict_checks_before_every_batch_and_stops_when_told(segmenter):
+    segmenter = OnnxSegmenter(  # in tiles, as on CUDA or past BLOODSEG_MAX_WINDOW_PIXELS
+        segmenter.model_dir, segmenter.metadata, replace(segmenter.options, max_window_pixels=0)
+    )
     image = np.zeros((256, 2048, 3), np.float32)  # 11 tiles: batches of 4, 4 and 3
     calls = []
     segmenter.predict(image, lambda: calls.append(1))

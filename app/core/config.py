@@ -54,9 +54,9 @@ class Settings(BaseSettings):
     )
     tile_overlap: int = Field(64, ge=0)
     max_window_pixels: int = Field(
-        4 * 256 * 256,
+        1024 * 1024,
         ge=0,
-        le=16 * 256 * 256,
+        le=4096 * 4096,
         description="on the CPU, an image padded to at most this many pixels at the model's "
         "scale runs as one window of its own size instead of overlapping tiles (0: tiles)",
     )

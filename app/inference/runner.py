@@ -58,7 +58,7 @@ class RunnerOptions:
     io_binding: bool = True
     # on the CPU, an image whose padded size holds at most this many pixels runs as one window
     # of its own size instead of overlapping tiles (0: always tiles); see whole_window
-    max_window_pixels: int = 4 * 256 * 256
+    max_window_pixels: int = 1024 * 1024
 
 
 def provider_options(providers: list[str], options: RunnerOptions) -> list[dict[str, str]]:

@@ -1,0 +1,141 @@
+"""One window against overlapping tiles, side by side in one run (BLOODSEG_MAX_WINDOW_PIXELS).
+
+    python scripts/benchmark_windows.py --out docs/benchmark/windows-2.2.4.json
+
+For the first --images validation images of each source, and mosaics of 2 x 2 of BCCD's
+(1280x960, a camera frame's field), each sent through the service's own path
+(`segment_upload`, all pictures, the image's true RBC diameter given so that both runs segment
+at the same scale), alternated --repeats times, in turn first, between the shipped model with
+tiles only (max_window_pixels 0, as before) and with its default (one window on the CPU up to
+1024 x 1024 pixels at the working scale). Prints per set the network ms and the whole
+request's ms (medians) for both, their ratio, the work in pixels, and how many cells the two
+found (per class, summed over the images). What matters is an image's extent in RBC
+diameters: a resampled image comes back to the same size at the working scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from evaluate_microscopes import evaluation_sets  # noqa: E402
+
+from app.core.config import Settings  # noqa: E402
+from app.core.model_store import load_model, runner_options  # noqa: E402
+from app.core.segmenting import segment_upload  # noqa: E402
+from app.inference.budget import WorkLimits  # noqa: E402
+from app.inference.decode import load_image  # noqa: E402
+from app.inference.metadata import resolve_model_dir  # noqa: E402
+from app.inference.preprocess import rescale_image  # noqa: E402
+from training.data import DataError, median_rbc_diameter  # noqa: E402
+
+
+def png(image) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def mosaics(images: list) -> list:
+    """Groups of four images of one size tiled 2 x 2 (the first one's boxes stand for the
+    mosaic's RBC diameter: the same microscope)."""
+    return [
+        (
+            group[0][0],
+            np.vstack(
+                [np.hstack([group[0][1], group[1][1]]), np.hstack([group[2][1], group[3][1]])]
+            ),
+        )
+        for group in (images[i : i + 4] for i in range(0, len(images) - 3, 4))
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=6, help="images per set")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    settings = Settings()
+    options = replace(runner_options(settings), providers=("CPUExecutionProvider",))
+    directory = resolve_model_dir(Path(settings.model_dir))
+    models = {
+        "tiles": load_model(directory, replace(options, max_window_pixels=0)),
+        "window": load_model(directory, options),
+    }
+    limits = WorkLimits(settings.max_pixels, settings.max_work_pixels)
+    report: dict = {"model": models["window"].metadata.version, "sets": {}}
+    sets = [
+        (name, [(a, load_image(a.path)) for a in images])
+        for name, images, factor in evaluation_sets(args.images)
+        if factor == 1.0
+    ]
+    bccd = dict(sets)["txl-pbc:640x480 val"]
+    sets.append(("BCCD 2x2 mosaics, 1280x960", mosaics(bccd)))
+    for name, images in sets:
+        times = {k: {"network": [], "request": []} for k in models}
+        cells = {k: {} for k in models}
+        shapes = set()
+        for annotated, image in images:
+            try:
+                diameter = median_rbc_diameter([annotated])
+            except DataError:
+                continue
+            data = png(image)
+            for repeat in range(args.repeats):
+                order = list(models.items())
+                for kind, model in order if repeat % 2 == 0 else order[::-1]:
+                    body = segment_upload(
+                        data,
+                        model,
+                        frozenset({"mask", "instances", "overlay"}),
+                        limits,
+                        rbc_diameter=diameter,
+                    ).body
+                    times[kind]["network"].append(body["timings_ms"]["inference"])
+                    times[kind]["request"].append(body["timings_ms"]["total"])
+                    if repeat == 0:
+                        for label, count in body["counts"].items():
+                            cells[kind][label] = cells[kind].get(label, 0) + count
+            scaled = rescale_image(
+                image, models["window"].metadata.working_rbc_diameter_px / diameter
+            )
+            segmenter = models["window"].segmenter
+            shapes.add(
+                f"{segmenter.work_pixels(*scaled.shape[:2])} px of work (tiles: "
+                f"{models['tiles'].segmenter.work_pixels(*scaled.shape[:2])})"
+            )
+        medians = {
+            k: {s: round(statistics.median(v), 1) for s, v in t.items()} for k, t in times.items()
+        }
+        row = {
+            "images": len(images),
+            "ms": medians,
+            "window_over_tiles": {
+                s: round(medians["window"][s] / medians["tiles"][s], 3)
+                for s in ("network", "request")
+            },
+            "work": sorted(shapes),
+            "cells": cells,
+        }
+        report["sets"][name] = row
+        print(name, json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
