@@ -5,12 +5,13 @@
 For the first --images validation images of each source, and mosaics of 2 x 2 of BCCD's
 (1280x960, a camera frame's field), each sent through the service's own path
 (`segment_upload`, all pictures, the image's true RBC diameter given so that both runs segment
-at the same scale), alternated --repeats times, in turn first, between the shipped model with
-tiles only (max_window_pixels 0, as before) and with its default (one window on the CPU up to
-1024 x 1024 pixels at the working scale). Prints per set the network ms and the whole
-request's ms (medians) for both, their ratio, the work in pixels, and how many cells the two
-found (per class, summed over the images). What matters is an image's extent in RBC
-diameters: a resampled image comes back to the same size at the working scale.
+at the same scale), alternated --repeats times, in turn first, with ONNX Runtime's spinning
+off, between the shipped model with tiles only (max_window_pixels 0, as before) and with its
+default (one window on the CPU up to 1024 x 1024 pixels at the working scale). Prints per
+set the network ms and the whole request's ms (medians) for both, their ratio, the work in
+pixels, and how many cells the two found (per class, summed over the images). What matters
+is an image's extent in RBC diameters: resampled, it comes back to one size at the working
+scale.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def mosaics(images: list) -> list:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=6, help="images per set")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     settings = Settings()
-    options = replace(runner_options(settings), providers=("CPUExecutionProvider",))
+    # spinning off: one session's idle threads spinning would slow the other's run after it
+    options = replace(runner_options(settings), providers=("CPUExecutionProvider",), spinning=False)
     directory = resolve_model_dir(Path(settings.model_dir))
     models = {
         "tiles": load_model(directory, replace(options, max_window_pixels=0)),
