@@ -1,17 +1,19 @@
-"""One window against overlapping tiles, side by side in one run (BLOODSEG_MAX_WINDOW_PIXELS).
+"""Windows against overlapping tiles, side by side in one run (BLOODSEG_MAX_WINDOW_PIXELS).
 
-    python scripts/benchmark_windows.py --out docs/benchmark/windows-2.2.4.json
+    python scripts/benchmark_windows.py --images 8 --repeats 4 \
+        --out docs/benchmark/windows-2.2.4.json
 
-For the first --images validation images of each source, and mosaics of 2 x 2 of BCCD's
-(1280x960, a camera frame's field), each sent through the service's own path
-(`segment_upload`, all pictures, the image's true RBC diameter given so that both runs segment
-at the same scale), alternated --repeats times, in turn first, with ONNX Runtime's spinning
-off, between the shipped model with tiles only (max_window_pixels 0, as before) and with its
-default (one window on the CPU up to 1024 x 1024 pixels at the working scale). Prints per
-set the network ms and the whole request's ms (medians) for both, their ratio, the work in
-pixels, and how many cells the two found (per class, summed over the images). What matters
-is an image's extent in RBC diameters: resampled, it comes back to one size at the working
-scale.
+The images: the first --images validation images of each source; mosaics of 2 x 2 BCCD
+images (1280x960, a camera frame's field); one of 4 x 4 (2560x1920, one window at the
+working scale); one of 6 x 6 blood-cell-detection images (1536x1536, past one window: four).
+Each goes through the service's own path (`segment_upload`, all pictures, the image's true RBC
+diameter given so that both runs segment at the same scale), alternated --repeats times, in
+turn first, ONNX Runtime's spinning off, between the shipped model with tiles only
+(max_window_pixels 0, as before) and with its default (on the CPU one window up to 1024 x 1024
+pixels at the working scale, even windows of at most that past it). Prints per set the
+network ms and the whole request's ms (medians) for both, their ratio, the work in pixels,
+and the cells the two found (per class, summed over the images). What matters is an image's
+extent in RBC diameters: resampled, it comes back to one size at the working scale.
 """
 
 from __future__ import annotations
@@ -49,18 +51,17 @@ def png(image) -> bytes:
     return buffer.getvalue()
 
 
-def mosaics(images: list) -> list:
-    """Groups of four images of one size tiled 2 x 2 (the first one's boxes stand for the
-    mosaic's RBC diameter: the same microscope)."""
-    return [
-        (
-            group[0][0],
-            np.vstack(
-                [np.hstack([group[0][1], group[1][1]]), np.hstack([group[2][1], group[3][1]])]
-            ),
-        )
-        for group in (images[i : i + 4] for i in range(0, len(images) - 3, 4))
-    ]
+def mosaics(images: list, side: int = 2, count: int = 0) -> list:
+    """Images of one size tiled side x side, taken in turn (the first one's boxes stand for
+    the mosaic's RBC diameter: the same microscope); `count` mosaics, or as many as the
+    images make without repeating one."""
+    count = count or len(images) // (side * side)
+    tiled = []
+    for first in range(0, count * side * side, side * side):
+        group = [images[(first + i) % len(images)][1] for i in range(side * side)]
+        rows = [np.hstack(group[r * side : (r + 1) * side]) for r in range(side)]
+        tiled.append((images[first % len(images)][0], np.vstack(rows)))
+    return tiled
 
 
 def main() -> int:
@@ -86,6 +87,11 @@ def main() -> int:
     ]
     bccd = dict(sets)["txl-pbc:640x480 val"]
     sets.append(("BCCD 2x2 mosaics, 1280x960", mosaics(bccd)))
+    # past one window: 4 x 4 BCCD (2560x1920, about 1130x850 at the working scale, one
+    # window) and 6 x 6 blood-cell-detection (1536x1536, about 1300 px: four windows)
+    sets.append(("BCCD 4x4 mosaic, 2560x1920", mosaics(bccd, 4, 1)))
+    bcd = dict(sets)["blood-cell-detection val"]
+    sets.append(("blood-cell-detection 6x6 mosaic, 1536x1536", mosaics(bcd, 6, 1)))
     for name, images in sets:
         times = {k: {"network": [], "request": []} for k in models}
         cells = {k: {} for k in models}
@@ -116,8 +122,8 @@ def main() -> int:
             )
             segmenter = models["window"].segmenter
             shapes.add(
-                f"{segmenter.work_pixels(*scaled.shape[:2])} px of work (tiles: "
-                f"{models['tiles'].segmenter.work_pixels(*scaled.shape[:2])})"
+                f"{segmenter.network_pixels(*scaled.shape[:2])} px of work (tiles: "
+                f"{models['tiles'].segmenter.network_pixels(*scaled.shape[:2])})"
             )
         medians = {
             k: {s: round(statistics.median(v), 1) for s, v in t.items()} for k, t in times.items()

@@ -90,12 +90,11 @@ def test_work_is_bounded_after_scaling_padding_and_tiling(client, data, query, s
 
 
 def test_the_work_budget_counts_tiles_not_upload_bytes():
-    """A 256x256 image is one tile; at scale 2.5 it is one 640x640 window on the CPU (6.25
-    tiles' area; 16 overlapping tiles where windows are tiles)."""
+    """A 256x256 image is one tile; at scale 2 it is nine (overlapping) tiles."""
     with make_client(max_work_pixels=4 * 256 * 256) as small:
         wait_ready(small)
         assert post_image(small, GOOD, "?include=").status_code == 200
-        response = post_image(small, GOOD, "?scale=2.5&include=")
+        response = post_image(small, GOOD, "?scale=2&include=")
         assert_error(response, 413, "image_too_large")
         assert "pixels of network work" in response.json()["error"]["message"]
 

@@ -215,9 +215,7 @@ def test_a_cell_on_a_tile_border_is_counted_once(annotations):
 
     with make_client(max_window_pixels=0) as client:
         wait_ready(client)
-        across_wbcs, across_rbcs = segment_with_image_at(
-            round(seam - (wbc.x_min + wbc.x_max) / 2)
-        )
+        across_wbcs, across_rbcs = segment_with_image_at(round(seam - (wbc.x_min + wbc.x_max) / 2))
         inside_wbcs, inside_rbcs = segment_with_image_at(0)  # image-2 inside the first tile
     assert len(across_wbcs) == 1
     assert across_wbcs[0]["bbox"][0] < seam - 20 and across_wbcs[0]["bbox"][2] > seam + 20

@@ -48,15 +48,18 @@ def test_segmenter_counts_overlapping_tiles(segmenter):
     tiled = OnnxSegmenter(
         segmenter.model_dir, segmenter.metadata, replace(segmenter.options, max_window_pixels=0)
     )
+    # the bound counts tiles whatever runs, so every provider admits the same images
     for counted in (segmenter, tiled):
         assert counted.work_pixels(256, 256) == tile * tile
         assert counted.work_pixels(10, 10) == tile * tile  # padded up to one tile
         assert counted.work_pixels(2048, 2048) == 121 * tile * tile  # 11 x 11 windows
-    assert tiled.work_pixels(256, 700) == 4 * tile * tile  # padded to 704: 4 windows
-    assert tiled.work_pixels(1024, 1024) == 25 * tile * tile  # 5 x 5 windows
-    # on the CPU, within max_window_pixels: one window of the padded size
-    assert segmenter.work_pixels(256, 700) == 256 * 704
-    assert segmenter.work_pixels(1024, 1024) == 1024 * 1024
+        assert counted.work_pixels(256, 700) == 4 * tile * tile  # padded to 704: 4 windows
+        assert counted.work_pixels(1024, 1024) == 25 * tile * tile  # 5 x 5 windows
+    # what runs on the CPU: one window within max_window_pixels, even windows past it
+    assert segmenter.network_pixels(256, 700) == 256 * 704
+    assert segmenter.network_pixels(1024, 1024) == 1024 * 1024
+    assert segmenter.network_pixels(2048, 2048) == 9 * 736 * 736  # at most 1024 a side
+    assert tiled.network_pixels(2048, 2048) == tiled.work_pixels(2048, 2048)
 
 
 def test_predict_checks_before_every_batch_and_stops_when_told(segmenter):

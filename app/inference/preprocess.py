@@ -67,13 +67,29 @@ def window_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
-def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[Window]:
-    """Overlapping windows that cover a (padded) image of at least tile x tile."""
+def tile_windows(
+    height: int, width: int, tile: int | tuple[int, int], overlap: int
+) -> list[Window]:
+    """Overlapping windows of `tile` (a side, or (height, width)) that cover a (padded) image
+    at least that large."""
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
     return [
         Window(top, left)
-        for top in window_starts(height, tile, overlap)
-        for left in window_starts(width, tile, overlap)
+        for top in window_starts(height, tile_h, overlap)
+        for left in window_starts(width, tile_w, overlap)
     ]
+
+
+def window_side(length: int, max_side: int, overlap: int, multiple: int) -> int:
+    """The side of the fewest windows of at most `max_side` that cover `length` overlapping by
+    at least `overlap`, made as even as a multiple of `multiple` allows (never over
+    `length`): 2,000 px with 1,024 at most takes three windows of 720, not two of 1,024 and a
+    third mostly overlap."""
+    if length <= max_side:
+        return length
+    count = int(np.ceil((length - overlap) / (max_side - overlap)))
+    side = -(-(length + (count - 1) * overlap) // count)
+    return min(length, max_side, -(-side // multiple) * multiple)
 
 
 def padded_size(height: int, width: int, tile: int, multiple: int) -> tuple[int, int]:
@@ -135,15 +151,21 @@ def place_in_tile(
     return pad_to_tile(edge_pad(array, (top, bottom, left, right)), tile, multiple), top, left
 
 
-def blend_weights(tile: int, overlap: int) -> np.ndarray:
-    """Per-pixel weights for merging overlapping tiles: 1 inside, tapering linearly to the edges.
+def blend_weights(tile: int | tuple[int, int], overlap: int) -> np.ndarray:
+    """Per-pixel weights for merging overlapping tiles of `tile` (a side, or (height, width)):
+    1 inside, tapering linearly to the edges.
 
     The taper spans the overlap, so each pixel's merged value is dominated by the tile that
     sees it farthest from an edge, where the network has the most context.
     """
-    ramp = np.ones(tile, dtype=np.float32)
-    if overlap > 0:
-        edge = np.linspace(0.05, 1.0, overlap, dtype=np.float32)
-        ramp[:overlap] = edge
-        ramp[-overlap:] = edge[::-1]
-    return np.outer(ramp, ramp)
+
+    def ramp(length: int) -> np.ndarray:
+        values = np.ones(length, dtype=np.float32)
+        if overlap > 0:
+            edge = np.linspace(0.05, 1.0, overlap, dtype=np.float32)
+            values[:overlap] = edge
+            values[-overlap:] = edge[::-1]
+        return values
+
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    return np.outer(ramp(tile_h), ramp(tile_w))

@@ -12,7 +12,13 @@ import numpy as np
 import onnxruntime as ort
 
 from app.inference.metadata import MODEL_FILE, ModelMetadata
-from app.inference.preprocess import blend_weights, padded_size, place_in_tile, tile_windows
+from app.inference.preprocess import (
+    blend_weights,
+    padded_size,
+    place_in_tile,
+    tile_windows,
+    window_side,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,26 +134,49 @@ class OnnxSegmenter:
         return min(self.options.tile_overlap, self.tile_size // 2)
 
     def work_pixels(self, height: int, width: int) -> int:
-        """Pixels the network processes for an image of this size: tiles x tile area, or the
-        padded image's own when it runs as one window."""
+        """The work bound's measure of an image of this size at the model's scale: its tiles x
+        tile area. The same on every provider, so a server admits the same images on CPU and
+        CUDA, and the largest admitted image (whose maps set a request's memory) stays where
+        the memory note sizes it, though the CPU runs it in fewer pixels (network_pixels)."""
         padded_h, padded_w = padded_size(
             height, width, self.tile_size, self.metadata.input.size_multiple
         )
-        if self.whole_window(padded_h, padded_w):
-            return padded_h * padded_w
-        windows = tile_windows(padded_h, padded_w, self.tile_size, self.overlap)
-        return len(windows) * self.tile_size**2
+        return len(tile_windows(padded_h, padded_w, self.tile_size, self.overlap)) * (
+            self.tile_size**2
+        )
+
+    def network_pixels(self, height: int, width: int) -> int:
+        """Pixels this session's network runs for an image of this size at the model's
+        scale: windows x window area."""
+        padded_h, padded_w = padded_size(
+            height, width, self.tile_size, self.metadata.input.size_multiple
+        )
+        shape = self.window_shape(padded_h, padded_w)
+        return len(tile_windows(padded_h, padded_w, shape, self.overlap)) * shape[0] * shape[1]
 
     def whole_window(self, padded_height: int, padded_width: int) -> bool:
-        """Whether a padded image runs as one window of its own size. The network is fully
-        convolutional: a 640x480 smear at the working scale (272x256 padded) takes one pass of
-        272x256 pixels instead of two overlapping 256 tiles, half the work. On the CPU only:
-        CUDA keeps one tile shape, so cuDNN's search and warm-up cover every batch, and the
-        tiles of concurrent requests always batch together."""
-        if padded_height <= self.tile_size and padded_width <= self.tile_size:
-            return True
-        return self.device == "cpu" and padded_height * padded_width <= (
-            self.options.max_window_pixels
+        """Whether a padded image runs as one window of its own size."""
+        return self.window_shape(padded_height, padded_width) == (padded_height, padded_width)
+
+    def window_shape(self, padded_height: int, padded_width: int) -> tuple[int, int]:
+        """The (height, width) of the windows a padded image runs in. The network is fully
+        convolutional, and on the CPU its cost per pixel is the same from 256 to 1,024 px: an
+        image of at most max_window_pixels runs as one window (a 640x480 smear at the working
+        scale, 272x256 padded, in one pass instead of two overlapping 256 tiles, half the
+        work), a larger one in even windows of at most that area, overlapping by the tile
+        overlap. CUDA keeps the model's tile, so cuDNN's search and warm-up cover every batch
+        and the tiles of concurrent requests always batch together."""
+        tile = self.tile_size
+        largest = self.options.max_window_pixels
+        if self.device != "cpu" or largest <= tile * tile:
+            return (min(tile, padded_height), min(tile, padded_width))
+        if padded_height * padded_width <= largest:
+            return (padded_height, padded_width)
+        multiple = self.metadata.input.size_multiple
+        side = max(tile, int(np.sqrt(largest)) // multiple * multiple)
+        return (
+            window_side(padded_height, side, self.overlap, multiple),
+            window_side(padded_width, side, self.overlap, multiple),
         )
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -184,23 +213,28 @@ class OnnxSegmenter:
         spec = self.metadata.input
         padded, top, left = place_in_tile(normalized, tile, spec.size_multiple, spec.edge_border_px)
         image_part = slice(top, top + height), slice(left, left + width)
-        if self.whole_window(*padded.shape[:2]):  # one window: nothing to blend
+        shape = self.window_shape(*padded.shape[:2])
+        if shape == padded.shape[:2]:  # one window: nothing to blend
             if check is not None:
                 check()
             return run(padded[None])[0][image_part]
-        windows = tile_windows(padded.shape[0], padded.shape[1], tile, overlap)
-        weights = blend_weights(tile, overlap)[..., None]
+        windows = tile_windows(padded.shape[0], padded.shape[1], shape, overlap)
+        weights = blend_weights(shape, overlap)[..., None]
         channels = len(self.metadata.output.channels)
         merged = np.zeros((*padded.shape[:2], channels), dtype=np.float32)
         total = np.zeros((*padded.shape[:2], 1), dtype=np.float32)
-        for start in range(0, len(windows), self.options.batch_size):
+        # batch_size counts tiles: a larger window counts as the tiles its area holds
+        per_batch = max(1, self.options.batch_size * tile * tile // (shape[0] * shape[1]))
+        for start in range(0, len(windows), per_batch):
             if check is not None:
                 check()
-            chunk = windows[start : start + self.options.batch_size]
-            batch = np.stack([padded[w.top : w.top + tile, w.left : w.left + tile] for w in chunk])
+            chunk = windows[start : start + per_batch]
+            batch = np.stack(
+                [padded[w.top : w.top + shape[0], w.left : w.left + shape[1]] for w in chunk]
+            )
             for window, probs in zip(chunk, run(batch), strict=True):
-                rows = slice(window.top, window.top + tile)
-                cols = slice(window.left, window.left + tile)
+                rows = slice(window.top, window.top + shape[0])
+                cols = slice(window.left, window.left + shape[1])
                 merged[rows, cols] += probs * weights
                 total[rows, cols] += weights
         merged /= total  # in place: a second full-size copy is most of a large image's peak
