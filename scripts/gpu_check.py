@@ -59,7 +59,11 @@ def compare_providers(
     metadata = read_metadata(directory / "model.json")
     options = RunnerOptions(providers=(provider,), precision=precision)
     tested = OnnxSegmenter(directory, metadata, options)
-    cpu = OnnxSegmenter(directory, metadata, RunnerOptions(providers=("CPUExecutionProvider",)))
+    # the CPU reference in the tested provider's windows, so that only the provider differs:
+    # the CPU runs a 640x480 smear as one window, CUDA as two tiles
+    windows = options.max_window_pixels if tested.device == "cpu" else 0
+    reference = RunnerOptions(providers=("CPUExecutionProvider",), max_window_pixels=windows)
+    cpu = OnnxSegmenter(directory, metadata, reference)
     worst, mismatched = 0.0, []
     for path, diameter in fixture_images():
         image = load_image(path)

@@ -4,6 +4,7 @@ are twice the work. The cells found agree with the tiled run's."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import replace
 
@@ -94,3 +95,12 @@ def test_cuda_and_a_zero_limit_keep_the_tiles(segmenter, tiled):
     assert tiled.network_pixels(1030, 1030) == 36 * 256 * 256  # 6 x 6 tiles
     assert segmenter.whole_window(256, 256) and segmenter.whole_window(1024, 1024)
     assert not segmenter.whole_window(1040, 1024)
+
+
+def test_cuda_keeps_the_model_tile(segmenter):
+    """No GPU here: the same segmenter, its device read as CUDA (what window_shape decides on)."""
+    on_cuda = copy.copy(segmenter)
+    on_cuda.device = "cuda"
+    assert on_cuda.window_shape(256, 288) == (256, 256)
+    assert on_cuda.network_pixels(194, 258) == 2 * 256 * 256
+    assert segmenter.window_shape(256, 288) == (256, 288)
