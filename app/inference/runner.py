@@ -63,7 +63,8 @@ class RunnerOptions:
     cudnn_conv_algo_search: str = "HEURISTIC"
     io_binding: bool = True
     # on the CPU, an image whose padded size holds at most this many pixels runs as one window
-    # of its own size instead of overlapping tiles (0: always tiles); see whole_window
+    # of its own size, a larger one in even windows of at most that area, instead of tiles
+    # (0: always tiles); see OnnxSegmenter.window_shape
     max_window_pixels: int = 1024 * 1024
 
 
