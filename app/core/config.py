@@ -56,9 +56,10 @@ class Settings(BaseSettings):
     max_window_pixels: int = Field(
         1024 * 1024,
         ge=0,
-        le=4096 * 4096,
+        le=2048 * 2048,  # a window's activations grow with it: about 0.5 GB at 1024 x 1024
         description="on the CPU, an image padded to at most this many pixels at the model's "
-        "scale runs as one window of its own size instead of overlapping tiles (0: tiles)",
+        "scale runs as one window of its own size, a larger one in even windows of at most "
+        "that area, instead of 256 tiles (0: tiles)",
     )
     auto_scale: bool = Field(
         True,
