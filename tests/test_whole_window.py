@@ -93,8 +93,9 @@ def test_a_large_image_runs_in_even_windows_and_finds_the_tiled_cells(segmenter,
 def test_cuda_and_a_zero_limit_keep_the_tiles(segmenter, tiled):
     assert tiled.window_shape(1040, 1040) == (256, 256)
     assert tiled.network_pixels(1030, 1030) == 36 * 256 * 256  # 6 x 6 tiles
-    assert segmenter.whole_window(256, 256) and segmenter.whole_window(1024, 1024)
-    assert not segmenter.whole_window(1040, 1024)
+    assert segmenter.window_shape(256, 256) == (256, 256)
+    assert segmenter.window_shape(1024, 1024) == (1024, 1024)  # one window
+    assert segmenter.window_shape(1040, 1024) != (1040, 1024)  # past max_window_pixels
 
 
 def test_cuda_keeps_the_model_tile(segmenter):

@@ -4,7 +4,7 @@ of concurrent requests (Triton's dynamic batching: `max_batch_size`,
 meanwhile, so those stages overlap the network instead of queueing behind it.
 
 Tiles batch with tiles of their own shape. On the CPU a small image runs as one window of its
-own size (OnnxSegmenter.whole_window), so one batch holds the windows of one shape, and a
+own size (OnnxSegmenter.window_shape), so one batch holds the windows of one shape, and a
 window counts as many tiles as its area holds (rounded up) against `max_batch`."""
 
 from __future__ import annotations

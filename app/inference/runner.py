@@ -139,25 +139,22 @@ class OnnxSegmenter:
         tile area. The same on every provider, so a server admits the same images on CPU and
         CUDA, and the largest admitted image (whose maps set a request's memory) stays where
         the memory note sizes it, though the CPU runs it in fewer pixels (network_pixels)."""
-        padded_h, padded_w = padded_size(
-            height, width, self.tile_size, self.metadata.input.size_multiple
-        )
-        return len(tile_windows(padded_h, padded_w, self.tile_size, self.overlap)) * (
-            self.tile_size**2
-        )
+        return self._covering_pixels(height, width, in_tiles=True)
 
     def network_pixels(self, height: int, width: int) -> int:
         """Pixels this session's network runs for an image of this size at the model's
         scale: windows x window area."""
+        return self._covering_pixels(height, width, in_tiles=False)
+
+    def _covering_pixels(self, height: int, width: int, in_tiles: bool) -> int:
+        """Windows x window area that cover an image of this size once padded: the model's
+        tiles, or this session's window_shape."""
         padded_h, padded_w = padded_size(
             height, width, self.tile_size, self.metadata.input.size_multiple
         )
-        shape = self.window_shape(padded_h, padded_w)
+        tile = self.tile_size
+        shape = (tile, tile) if in_tiles else self.window_shape(padded_h, padded_w)
         return len(tile_windows(padded_h, padded_w, shape, self.overlap)) * shape[0] * shape[1]
-
-    def whole_window(self, padded_height: int, padded_width: int) -> bool:
-        """Whether a padded image runs as one window of its own size."""
-        return self.window_shape(padded_height, padded_width) == (padded_height, padded_width)
 
     def window_shape(self, padded_height: int, padded_width: int) -> tuple[int, int]:
         """The (height, width) of the windows a padded image runs in. The network is fully
