@@ -19,7 +19,6 @@ extent in RBC diameters: resampled, it comes back to one size at the working sca
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
@@ -27,12 +26,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from evaluate_field_of_view import png  # noqa: E402
 from evaluate_microscopes import evaluation_sets  # noqa: E402
 
 from app.core.config import Settings  # noqa: E402
@@ -43,12 +42,6 @@ from app.inference.decode import load_image  # noqa: E402
 from app.inference.metadata import resolve_model_dir  # noqa: E402
 from app.inference.preprocess import rescale_image  # noqa: E402
 from training.data import DataError, median_rbc_diameter  # noqa: E402
-
-
-def png(image) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def mosaics(images: list, side: int = 2, count: int = 0) -> list:
