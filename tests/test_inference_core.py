@@ -4,7 +4,14 @@ import itertools
 
 import numpy as np
 
-from app.inference.metadata import DEFAULT_CLASSES, Counting, InputSpec, ModelMetadata, OutputSpec
+from app.inference.metadata import (
+    DEFAULT_CLASSES,
+    PLATELET_CLASS,
+    Counting,
+    InputSpec,
+    ModelMetadata,
+    OutputSpec,
+)
 from app.inference.postprocess import (
     WIDEN_STEPS,
     Instances,
@@ -131,6 +138,31 @@ def test_wbc_region_is_one_cell_and_small_fragments_are_dropped():
     assert sorted(c.label for c in cells) == ["rbc", "wbc"]
     wbc = next(c for c in cells if c.label == "wbc")
     assert wbc.bbox == (90, 20, 150, 80) and wbc.area == 3600 and wbc.score == 1.0
+
+
+def test_holes_in_a_wbc_are_filled_but_a_platelet_on_its_rim_stays_a_platelet():
+    """A platelet lying on a WBC's edge can be ringed by WBC pixels; it is still a platelet
+    (2.2.4's int8 variant lost one so on BCCD), while a pale spot in a WBC is the WBC's."""
+    meta = ModelMetadata(
+        name="t",
+        version="0",
+        classes=[*DEFAULT_CLASSES, PLATELET_CLASS],
+        input=InputSpec(),
+        output=OutputSpec(channels=["background", "rbc", "wbc", "platelet", "centre"]),
+        rbc_diameter_px=40.0,
+        counting=Counting(platelet_min_area_px=8),
+    )
+    probs = np.zeros((100, 160, 5), np.float32)
+    probs[..., 0] = 1
+    probs[20:80, 60:120, :4] = [0, 0, 1, 0]  # a WBC
+    probs[40:50, 70:80, :4] = [1, 0, 0, 0]  # a pale spot inside it
+    probs[22:32, 95:105, :4] = [0, 0, 0, 1]  # a platelet, one WBC pixel from the background
+    cells = describe_cells(find_instances(probs, meta.counting, meta.layout), meta.layout)
+    assert sorted(c.label for c in cells) == ["platelet", "wbc"]
+    wbc = next(c for c in cells if c.label == "wbc")
+    platelet = next(c for c in cells if c.label == "platelet")
+    assert wbc.area == 60 * 60 - 100 and platelet.area == 100
+    assert platelet.bbox == (95, 22, 105, 32)
 
 
 def test_class_map_keeps_what_counting_drops():

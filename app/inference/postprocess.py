@@ -252,7 +252,8 @@ def find_instances(probs: np.ndarray, counting: Counting, layout: ChannelLayout)
     RBCs pile up and overlap, so each peak of the centre map seeds one RBC, grown by watershed
     over the RBC region; fragments smaller than the minimum area are dropped. WBCs are one per
     connected region (`wbc_components_rbc_peaks`), or split at centre peaks far enough apart
-    that one lobed nucleus stays one cell (`cell_peaks`). Platelets are connected regions.
+    that one lobed nucleus stays one cell (`cell_peaks`); a WBC's holes are its own, unless they
+    are platelet. Platelets are connected regions.
     """
     names = layout.class_names
     rbc_id, wbc_id = names.index("rbc"), names.index("wbc")
@@ -263,6 +264,9 @@ def find_instances(probs: np.ndarray, counting: Counting, layout: ChannelLayout)
     wbc_mask = fill_holes(
         remove_small_objects(classes_at == wbc_id, max_size=counting.wbc_min_area_px - 1)
     )
+    if platelet_id is not None:
+        # a platelet on a WBC's edge can be ringed by WBC pixels: it is not a hole of the WBC
+        wbc_mask &= classes_at != platelet_id
     rbc_mask = (classes_at == rbc_id) & ~wbc_mask
     centres = centre_map(probs, rbc_mask, counting, layout)
     if counting.method == "cell_peaks" and layout.centre_channel is not None:
