@@ -17,7 +17,10 @@ Starts the real service (`python -m app.serve`, CPU) on 127.0.0.1 and prints:
 - 32 clients against a server with BLOODSEG_MAX_QUEUE=4: 503s with Retry-After, other errors,
   /healthz latency meanwhile, served p50/p99;
 - with --seed-keras, the seed architecture (64 filters, depth 3) in Keras, alternated with
-  the shipped network, for the speed-up (needs the [train] extra).
+  the shipped network as served and with its other precisions (float32, int8 where the CPU
+  runs it), for the speed-up (needs the [train] extra).
+
+BLOODSEG_PRECISION=int8 runs the whole benchmark on the model's int8 variant.
 """
 
 from __future__ import annotations
@@ -316,29 +319,38 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(extensions) or 'no AVX2'})"
 
 
-def seed_keras(segmenter: OnnxSegmenter, repeats: int) -> dict:
-    """The seed architecture in Keras, alternated with the shipped ONNX network (256x256)."""
+def seed_keras(segmenters: dict[str, OnnxSegmenter], repeats: int) -> dict:
+    """The seed architecture in Keras, alternated with the shipped ONNX network (256x256) at
+    each precision given (name: segmenter), the served one first."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from training.model import build_unet
 
     seed = build_unet(64, 3, num_classes=3, centre_head=False)
     batch = np.random.default_rng(0).standard_normal((1, 256, 256, 3)).astype(np.float32)
     seed.predict_on_batch(batch)
-    segmenter.run_batch(batch)
-    keras_ms, onnx_ms = [], []
+    times: dict[str, list[float]] = {"seed_keras": [], **{name: [] for name in segmenters}}
+    runs = {"seed_keras": seed.predict_on_batch}
+    runs.update({name: s.run_batch for name, s in segmenters.items()})
+    for run in runs.values():
+        run(batch)
     for _ in range(repeats):
-        started = time.perf_counter()
-        seed.predict_on_batch(batch)
-        keras_ms.append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        segmenter.run_batch(batch)
-        onnx_ms.append((time.perf_counter() - started) * 1000)
-    keras_p50, onnx_p50 = statistics.median(keras_ms), statistics.median(onnx_ms)
-    return {
-        "seed_keras_ms_p50": round(keras_p50, 1),
-        "shipped_onnx_ms_p50": round(onnx_p50, 1),
-        "speedup": round(keras_p50 / onnx_p50, 2),
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run(batch)
+            times[name].append((time.perf_counter() - started) * 1000)
+    p50 = {name: statistics.median(values) for name, values in times.items()}
+    served = next(iter(segmenters))
+    figures = {
+        "seed_keras_ms_p50": round(p50["seed_keras"], 1),
+        "shipped_onnx_ms_p50": round(p50[served], 1),
+        "shipped_file": segmenters[served].model_file,
+        "speedup": round(p50["seed_keras"] / p50[served], 2),
     }
+    for name in list(segmenters)[1:]:
+        figures[f"{name}_file"] = segmenters[name].model_file
+        figures[f"{name}_ms_p50"] = round(p50[name], 1)
+        figures[f"{name}_speedup"] = round(p50["seed_keras"] / p50[name], 2)
+    return figures
 
 
 def main() -> int:
@@ -359,7 +371,11 @@ def main() -> int:
     settings = Settings()
     directory = resolve_model_dir(settings.model_dir)
     metadata = read_metadata(directory / "model.json")
-    options = RunnerOptions(providers=("CPUExecutionProvider",), batch_size=settings.max_batch)
+    options = RunnerOptions(
+        providers=("CPUExecutionProvider",),
+        batch_size=settings.max_batch,
+        precision=settings.precision,  # what the server runs, from BLOODSEG_PRECISION
+    )
     segmenter = OnnxSegmenter(directory, metadata, options)
     figures: dict = {
         "model": f"{metadata.name} {metadata.version}",
@@ -404,7 +420,14 @@ def main() -> int:
             server.stop()
 
     if args.seed_keras:
-        figures["seed_keras"] = seed_keras(segmenter, max(5, args.repeats // 3))
+        others = {
+            precision: OnnxSegmenter(directory, metadata, replace(options, precision=precision))
+            for precision in ("float32", "int8")
+            if precision != settings.precision
+        }
+        figures["seed_keras"] = seed_keras(
+            {settings.precision: segmenter, **others}, max(5, args.repeats // 3)
+        )
 
     text = json.dumps(figures, indent=2)
     print(text)

@@ -188,23 +188,29 @@ def main() -> int:
         help="estimate: no hint (the default); hint: pass each image's true RBC diameter; "
         "as-is: scale 1, what a 1.x service answered without a hint",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "float32", "int8"],
+        default="auto",
+        help="which of the model's files runs, as BLOODSEG_PRECISION chooses it",
+    )
     args = parser.parse_args()
     model_dir = resolve_model_dir(Path(args.model))
     metadata = read_metadata(model_dir / "model.json")
-    segmenter = OnnxSegmenter(
-        model_dir, metadata, RunnerOptions(providers=("CPUExecutionProvider",))
-    )
+    options = RunnerOptions(providers=("CPUExecutionProvider",), precision=args.precision)
+    segmenter = OnnxSegmenter(model_dir, metadata, options)
     results = {}
     for name, images, factor in evaluation_sets(args.limit):
         results[name] = score_set(segmenter, images, factor, args.mode, args.refine_tolerance)
         print(name, json.dumps(results[name]), flush=True)
-    print(f"\nbloodseg {metadata.version}, mode {args.mode}\n")
+    print(f"\nbloodseg {metadata.version} ({segmenter.model_file}), mode {args.mode}\n")
     print(table(results))
     if args.out:
         Path(args.out).write_text(
             json.dumps(
                 {
                     "model": metadata.version,
+                    "model_file": segmenter.model_file,
                     "mode": args.mode,
                     "sets": results,
                 },

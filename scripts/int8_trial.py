@@ -41,6 +41,7 @@ from training.quantize import (  # noqa: E402
     GATE,
     calibration_tiles,
     int8_for_cpu,
+    int8_segmenter,
     training_sets,
 )
 
@@ -93,8 +94,8 @@ def main() -> int:
         options = RunnerOptions(providers=("CPUExecutionProvider",), spinning=False)
         runners = {
             "float32": OnnxSegmenter(work, metadata.model_copy(update={"variants": []}), options),
-            "int8": OnnxSegmenter(
-                work, metadata.model_copy(update={"variants": [variant]}), options
+            "int8": int8_segmenter(
+                work, metadata.model_copy(update={"variants": [variant]}), spinning=False
             ),
         }
         agreement = parity(runners, train_sets, args.parity_images) if args.parity_images else {}

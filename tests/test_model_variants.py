@@ -14,8 +14,9 @@ import onnxruntime as ort
 import pytest
 
 from app.core.model_store import ModelLoadError, load_model
+from app.inference.cpu_features import cpu_flags
 from app.inference.decode import decode_image
-from app.inference.metadata import read_metadata
+from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.preprocess import normalize_image
 from app.inference.runner import OnnxSegmenter, RunnerOptions
 from tests.conftest import FIXTURE_BCD, ROOT, fixture_image
@@ -29,7 +30,13 @@ from training.optimize import (
     simplify_file,
 )
 from training.publish import PublishError, publish
-from training.quantize import INT8_FILE, calibration_tiles, float_nodes, int8_for_cpu
+from training.quantize import (
+    INT8_FILE,
+    calibration_tiles,
+    float_nodes,
+    int8_for_cpu,
+    int8_segmenter,
+)
 
 CPU = ("CPUExecutionProvider",)
 # 1.1.0 is tf2onnx's export as it came (1.1.1 is the same model simplified): versions are
@@ -206,7 +213,9 @@ def test_int8_calibration_sees_the_first_window_the_service_runs(segmenter):
         assert (tile[0, :16] != 0).any() and (tile[0, -4:] == 0).all()
 
 
-def test_int8_variant_keeps_the_ends_in_float32_and_is_chosen_on_cpu(shipped_model_dir, tmp_path):
+def test_int8_variant_keeps_the_ends_in_float32_and_agrees_with_float32(
+    shipped_model_dir, tmp_path
+):
     shutil.copyfile(shipped_model_dir / "model.onnx", tmp_path / "model.onnx")
     metadata = read_metadata(shipped_model_dir / "model.json")
     model = onnx.load(str(tmp_path / "model.onnx"))
@@ -231,12 +240,38 @@ def test_int8_variant_keeps_the_ends_in_float32_and_is_chosen_on_cpu(shipped_mod
             assert weights[node.input[1]] == onnx.TensorProto.FLOAT
     assert set(report["float32"]) == set(report["int8"]) == {"blood-cell-detection"}
     listed = metadata.model_copy(update={"variants": [variant]})
-    chosen = OnnxSegmenter(tmp_path, listed, RunnerOptions(providers=CPU))
+    chosen = int8_segmenter(tmp_path, listed)
     assert chosen.model_file == variant.file
     image = real_input(shipped_model_dir)
     plain = run(tmp_path / "model.onnx", image)
     agreement = (chosen.run_batch(image)[..., :4].argmax(-1) == plain[..., :4].argmax(-1)).mean()
     assert agreement > 0.97
+
+
+def test_int8_runs_only_when_asked_for_and_only_on_a_cpu_with_vnni(tmp_path, caplog):
+    """The shipped model's int8 variant moves counts a little more than its gate measures, so
+    "auto" keeps float32 on the CPU; without VNNI int8 convolutions can saturate, so "int8"
+    there runs float32 too, and says why."""
+    model_dir = resolve_model_dir(ROOT / "models" / "bloodseg")
+    metadata = read_metadata(model_dir / "model.json")
+    assert metadata.variant_for(CPU[0], "int8").file == INT8_FILE
+    assert cpu_flags() & {"sse2", "fp"}  # this machine's flags are read (x86 or ARM names)
+
+    def file_for(precision: str, flags: set[str]) -> str:
+        options = RunnerOptions(providers=CPU, precision=precision, cpu_flags=frozenset(flags))
+        return OnnxSegmenter(model_dir, metadata, options).model_file
+
+    assert file_for("auto", {"avx512_vnni"}) == "model.onnx"
+    assert file_for("float32", {"avx512_vnni"}) == "model.onnx"
+    assert file_for("int8", {"avx2", "avx512_vnni"}) == INT8_FILE
+    assert file_for("int8", {"avx2", "avx_vnni"}) == INT8_FILE
+    caplog.clear()
+    assert file_for("int8", {"avx2", "avx512f"}) == "model.onnx"
+    assert "lacks VNNI" in caplog.text
+    older = read_metadata(ROOT / "models" / "bloodseg" / "2.2.4" / "model.json")
+    options = RunnerOptions(providers=CPU, precision="int8", cpu_flags=frozenset({"avx_vnni"}))
+    assert OnnxSegmenter(ROOT / "models/bloodseg/2.2.4", older, options).model_file == "model.onnx"
+    assert "ships no int8 variant" in caplog.text
 
 
 def test_an_int8_variant_that_fails_the_gate_is_not_kept(shipped_model_dir, tmp_path):

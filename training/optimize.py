@@ -187,6 +187,14 @@ class OptimizeError(RuntimeError):
     """The rewritten graph does not compute what the source model computes."""
 
 
+def what_changed(removed: int, layout: dict[str, int], variants: list[Variant]) -> list[str]:
+    """What optimize_published did to its source, in words for model.json."""
+    changes = ["same weights"]
+    changes += ["graph simplified"] if removed else []
+    changes += ["laid out for the CPU kernels"] if any(layout.values()) else []
+    return changes + [f"{v.precision} variant for {', '.join(v.providers)}" for v in variants]
+
+
 def optimize_published(
     source: Path, out: Path, version: str, images: list[Path], int8: bool = False
 ) -> dict:
@@ -219,8 +227,8 @@ def optimize_published(
     metadata.package_version = __version__
     metadata.training = {
         **metadata.training,
-        "derived_from": f"{metadata.name} {read_metadata(source / METADATA_FILE).version}: same "
-        "weights, graph simplified and laid out for the CPU kernels",
+        "derived_from": f"{metadata.name} {read_metadata(source / METADATA_FILE).version}: "
+        + ", ".join(what_changed(removed, layout, metadata.variants)),
     }
     metadata.metrics = {
         **metadata.metrics,

@@ -71,8 +71,10 @@ class Settings(BaseSettings):
         description="find an eyepiece photo's dark surround (black circle or bars at the border) "
         "and read it as empty glass; off: every image is read as it is",
     )
-    precision: Literal["auto", "float32"] = Field(
-        "auto", description="auto: the model's variant for the provider (float16 on CUDA)"
+    precision: Literal["auto", "float32", "int8"] = Field(
+        "auto",
+        description="auto: the model's float16 variant on CUDA, float32 on the CPU; int8: the "
+        "model's int8 variant on a CPU with VNNI (float32 elsewhere); float32: always float32",
     )
     cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = "HEURISTIC"
     io_binding: bool = Field(True, description="bind inputs and outputs on CUDA")

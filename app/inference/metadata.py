@@ -170,9 +170,17 @@ class ModelMetadata(BaseModel):
         else the training scale."""
         return self.inference_rbc_diameter_px or self.rbc_diameter_px
 
-    def variant_for(self, provider: str) -> Variant | None:
-        """The variant meant for this execution provider, if the model ships one."""
-        return next((v for v in self.variants if provider in v.providers), None)
+    def variant_for(self, provider: str, precision: str | None = None) -> Variant | None:
+        """The variant meant for this execution provider (of this precision, if given), if the
+        model ships one."""
+        return next(
+            (
+                v
+                for v in self.variants
+                if provider in v.providers and precision in (None, v.precision)
+            ),
+            None,
+        )
 
     def trained_diameter_range_px(self) -> tuple[float, float] | None:
         """The RBC diameters (pixels) of the training images as uploaded: each source's

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from app.inference.cpu_features import cpu_flags, runs_int8_exactly
 from app.inference.metadata import MODEL_FILE, ModelMetadata
 from app.inference.preprocess import (
     blend_weights,
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 DEFAULT_PROVIDERS = (CUDA_PROVIDER, "CPUExecutionProvider")
+# what precision "auto" takes where the model ships it: int8 moves counts a little more than
+# its gate measures (README, "int8 on request"), so it runs only when asked for
+AUTO_PRECISION = "float16"
 
 
 def preload_cuda_libraries() -> None:
@@ -50,8 +54,10 @@ def choose_providers(requested: tuple[str, ...] | list[str]) -> list[str]:
 @dataclass(frozen=True)
 class RunnerOptions:
     """How to run the session: providers in order of preference, threads, tiling and batching,
-    and the GPU levers: the model's variant for the provider (float16 on CUDA) unless
-    `precision` is "float32", cuDNN's convolution search, and IO binding."""
+    the model file by `precision` ("auto": the float16 variant on CUDA where the model ships
+    one, else model.onnx; "float32": model.onnx; "int8": the int8 variant on a CPU with VNNI,
+    else model.onnx), and the GPU levers: cuDNN's convolution search and IO binding.
+    `cpu_flags` are the CPU's instruction-set flags (None: this machine's)."""
 
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
     intra_op_threads: int = 0
@@ -60,6 +66,7 @@ class RunnerOptions:
     batch_size: int = 4
     spinning: bool = True
     precision: str = "auto"
+    cpu_flags: frozenset[str] | None = None
     cudnn_conv_algo_search: str = "HEURISTIC"
     io_binding: bool = True
     # on the CPU, an image whose padded size holds at most this many pixels runs as one window
@@ -91,6 +98,8 @@ class OnnxSegmenter:
         if self.model_file != self._file_for(self.provider):  # the provider fell back
             self.model_file = self._file_for(self.provider)
             self.session = self._open(model_dir / self.model_file, [self.provider])
+        if options.precision == "int8" and self.model_file == MODEL_FILE:
+            logger.warning("int8 was asked for; running float32: %s", self._no_int8(self.provider))
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.device = "cuda" if self.provider == CUDA_PROVIDER else "cpu"
@@ -110,8 +119,22 @@ class OnnxSegmenter:
         )
 
     def _file_for(self, provider: str) -> str:
-        variant = self.metadata.variant_for(provider) if self.options.precision == "auto" else None
+        precision = self.options.precision
+        if precision == "float32" or (precision == "int8" and self._no_int8(provider)):
+            return MODEL_FILE
+        variant = self.metadata.variant_for(
+            provider, "int8" if precision == "int8" else AUTO_PRECISION
+        )
         return variant.file if variant is not None else MODEL_FILE
+
+    def _no_int8(self, provider: str) -> str | None:
+        """Why the int8 variant cannot run here, or None if it can."""
+        if self.metadata.variant_for(provider, "int8") is None:
+            return f"the model ships no int8 variant for {provider}"
+        flags = cpu_flags() if self.options.cpu_flags is None else self.options.cpu_flags
+        if not runs_int8_exactly(flags):
+            return "this CPU lacks VNNI, without which int8 convolutions can saturate"
+        return None
 
     def _open(self, path: Path, providers: list[str]) -> ort.InferenceSession:
         session_options = ort.SessionOptions()
