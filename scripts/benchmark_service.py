@@ -420,14 +420,14 @@ def main() -> int:
             server.stop()
 
     if args.seed_keras:
-        others = {
-            precision: OnnxSegmenter(directory, metadata, replace(options, precision=precision))
-            for precision in ("float32", "int8")
-            if precision != settings.precision
-        }
-        figures["seed_keras"] = seed_keras(
-            {settings.precision: segmenter, **others}, max(5, args.repeats // 3)
-        )
+        # spinning off: a session's spinning threads would slow the next one timed
+        quiet = replace(options, spinning=False)
+        timed: dict[str, OnnxSegmenter] = {}
+        for precision in (settings.precision, "float32", "int8"):
+            session = OnnxSegmenter(directory, metadata, replace(quiet, precision=precision))
+            if session.model_file not in {s.model_file for s in timed.values()}:
+                timed[precision] = session
+        figures["seed_keras"] = seed_keras(timed, max(5, args.repeats // 3))
 
     text = json.dumps(figures, indent=2)
     print(text)
