@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.inference.cpu_features import cpu_flags, runs_int8_exactly
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.preprocess import place_in_tile
 from tests.conftest import FIXTURE_BCCD as BCCD
 from tests.conftest import FIXTURE_BCD as BCD
 from tests.conftest import SHIPPED_MODEL, make_client, wait_ready
 from training.data import load_dataset, median_rbc_diameter
+from training.quantize import INT8_FILE
 
 BCD_IMAGE = "image-2.png"
 
@@ -62,6 +64,21 @@ def test_counts_are_close_to_the_annotations(client, annotations):
             stages | {"encode", "total"} | ({"first_pass"} if body["scale_passes"] > 1 else set())
         )
         assert set(body["timings_ms"]) == expected
+
+
+def test_a_server_asked_for_int8_runs_it_where_the_cpu_can_and_counts_alike(annotations):
+    """BLOODSEG_PRECISION=int8: the int8 copy on a CPU with VNNI (model.onnx elsewhere), and
+    the counts stay near the boxes as float32's do."""
+    expected = INT8_FILE if runs_int8_exactly(cpu_flags()) else "model.onnx"
+    with make_client(precision="int8") as int8_client:
+        wait_ready(int8_client)
+        assert int8_client.get("/model").json()["model_file"] == expected
+        for name in (BCD_IMAGE, "image-4.png"):
+            body = post(int8_client, "/segment", (BCD / "images" / name).read_bytes()).json()
+            truth = annotations[name].boxes
+            true_rbc = sum(b.label == "rbc" for b in truth)
+            assert abs(body["counts"]["rbc"] - true_rbc) <= max(4, 0.2 * true_rbc)
+            assert body["counts"]["wbc"] == sum(b.label == "wbc" for b in truth)
 
 
 def model_diameter(client) -> float:
