@@ -182,8 +182,8 @@ class ModelDescription(BaseModel):
     provider: str = Field(description="the ONNX Runtime execution provider actually used")
     providers: list[str]
     model_file: str = Field(
-        description="the file the session runs: model.onnx, or the provider's variant "
-        "(model.fp16.onnx on CUDA)"
+        description="the file the session runs, as BLOODSEG_PRECISION chose it: model.onnx, "
+        "model.fp16.onnx on CUDA, or model.int8.onnx on a CPU with VNNI when int8 is asked for"
     )
     variants: list[dict[str, Any]] = Field(
         [], description="other files of the same model, by precision and provider"
