@@ -10,7 +10,11 @@ figures per source, the largest drop, and whether int8 passes the accuracy gate 
 figure within 0.01 of float32, as training's export requires of any variant that ships).
 `parity_on_training_images` compares the two on training images that calibration does not
 use (the next --parity-images of each source): the share of pixels whose class differs, and
-per class the cells found by one without a twin (box IoU >= 0.5) in the other.
+per class the cells found by one without a twin (box IoU >= 0.5) in the other, and how many
+more RBCs int8 counts per image (mean, and mean absolute difference). `--also-float` keeps
+more nodes in float32, to find where int8's differences come from:
+
+    python scripts/int8_trial.py --model models/bloodseg/2.2.5 --also-float Conv__558,Conv__562
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def parity(runners: dict[str, OnnxSegmenter], sets: list[SourceSet], per_source:
     working = float32.metadata.working_rbc_diameter_px
     differ, pixels, unmatched = 0, 0, dict.fromkeys(CLASSES, 0)
     cells = dict.fromkeys(CLASSES, 0)
+    rbc_more = []  # int8's RBC count minus float32's, per image
     start = CALIBRATION_IMAGES_PER_SOURCE
     for _, images, diameter in sets:
         scale = scale_for(working, diameter, None)
@@ -68,11 +73,16 @@ def parity(runners: dict[str, OnnxSegmenter], sets: list[SourceSet], per_source:
                 twins = len(greedy_pairs(first, second, 0.5))
                 cells[label] += len(first)
                 unmatched[label] += len(first) + len(second) - 2 * twins
+            rbc_more.append(b.counts["rbc"] - a.counts["rbc"])
     return {
         "images_per_source": per_source,
         "pixels_of_another_class": round(differ / max(pixels, 1), 5),
         "float32_cells": cells,
         "cells_without_a_twin": unmatched,
+        "int8_rbcs_more_per_image": round(float(np.mean(rbc_more)), 3) if rbc_more else 0.0,
+        "rbc_count_difference_per_image": round(float(np.mean(np.abs(rbc_more))), 3)
+        if rbc_more
+        else 0.0,
     }
 
 
@@ -81,6 +91,12 @@ def main() -> int:
     parser.add_argument("--model", default=str(ROOT / "models" / "bloodseg"))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--parity-images", type=int, default=40, help="per source; 0: skip")
+    parser.add_argument(
+        "--also-float",
+        default="",
+        help="comma list of nodes to keep in float32 besides the first convolution and the "
+        "heads' (a trial: which part of the network int8's differences come from)",
+    )
     args = parser.parse_args()
 
     source = resolve_model_dir(Path(args.model))
@@ -90,7 +106,14 @@ def main() -> int:
         work = Path(folder)
         shutil.copyfile(source / "model.onnx", work / "model.onnx")
         with contextlib.redirect_stdout(sys.stderr):  # the calibrator prints its progress
-            variant, report = int8_for_cpu(work, metadata, train_sets, val_sets, gate=float("inf"))
+            variant, report = int8_for_cpu(
+                work,
+                metadata,
+                train_sets,
+                val_sets,
+                gate=float("inf"),
+                also_float=[n for n in args.also_float.split(",") if n],
+            )
         options = RunnerOptions(providers=("CPUExecutionProvider",), spinning=False)
         runners = {
             "float32": OnnxSegmenter(work, metadata.model_copy(update={"variants": []}), options),

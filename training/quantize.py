@@ -193,12 +193,14 @@ def int8_for_cpu(
     calibration_sets: Iterable[SourceSet],
     validation_sets: Sequence[SourceSet],
     gate: float = GATE,
+    also_float: Sequence[str] = (),
 ) -> tuple[Variant | None, dict]:
     """Quantise model_dir/model.onnx into model.int8.onnx beside it and score both on the
     validation sets. Returns the variant for the CPU provider and the report, or None (and the
-    file deleted) when a figure drops by more than `gate`."""
+    file deleted) when a figure drops by more than `gate`. `also_float` names nodes kept in
+    float32 besides float_nodes' (for trials)."""
     source, target = model_dir / "model.onnx", model_dir / INT8_FILE
-    exclude = float_nodes(onnx.load(str(source)))
+    exclude = float_nodes(onnx.load(str(source))) + list(also_float)
     tiles = calibration_tiles(metadata, calibration_sets)
     int8_variant(source, target, tiles, exclude)
     variant = Variant(
