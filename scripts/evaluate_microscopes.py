@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,9 +77,11 @@ def score_set(
     factor: float,
     mode: str = "estimate",
     tolerance: float = REFINE_TOLERANCE,
+    greyscale: bool = False,
 ) -> dict:
     """Scores of one set. `mode`: "estimate" (no hint: the service estimates), "hint" (the
     true RBC diameter is given) or "as-is" (scale 1: what 1.x answered without a hint).
+    `greyscale`: each image is sent as its greyscale copy (Pillow's "L", as RGB).
     """
     metadata = segmenter.metadata
     names = [c.name for c in metadata.classes[1:]]
@@ -87,6 +90,8 @@ def score_set(
     measured = []  # the response's median RBC diameter (rbc_sizes) over the boxes' median
     for annotated in images:
         image = rescale_image(load_image(annotated.path), factor)
+        if greyscale:
+            image = np.asarray(Image.fromarray(image).convert("L").convert("RGB"))
         boxes = scale_boxes(list(annotated.boxes), image.shape[1] / annotated.width)
         try:
             truth = median_rbc_diameter([annotated]) * image.shape[1] / annotated.width
@@ -194,6 +199,11 @@ def main() -> int:
         default="auto",
         help="which of the model's files runs, as BLOODSEG_PRECISION chooses it",
     )
+    parser.add_argument(
+        "--greyscale",
+        action="store_true",
+        help="send each image as its greyscale copy (the greyscale_image warning's figures)",
+    )
     args = parser.parse_args()
     model_dir = resolve_model_dir(Path(args.model))
     metadata = read_metadata(model_dir / "model.json")
@@ -201,7 +211,9 @@ def main() -> int:
     segmenter = OnnxSegmenter(model_dir, metadata, options)
     results = {}
     for name, images, factor in evaluation_sets(args.limit):
-        results[name] = score_set(segmenter, images, factor, args.mode, args.refine_tolerance)
+        results[name] = score_set(
+            segmenter, images, factor, args.mode, args.refine_tolerance, args.greyscale
+        )
         print(name, json.dumps(results[name]), flush=True)
     print(f"\nbloodseg {metadata.version} ({segmenter.model_file}), mode {args.mode}\n")
     print(table(results))
@@ -212,6 +224,7 @@ def main() -> int:
                     "model": metadata.version,
                     "model_file": segmenter.model_file,
                     "mode": args.mode,
+                    "greyscale": args.greyscale,
                     "sets": results,
                 },
                 indent=2,

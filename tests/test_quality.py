@@ -9,7 +9,7 @@ from app.inference.magnification import MIN_CONTRAST, green_contrast
 from app.inference.metadata import read_metadata, resolve_model_dir
 from app.inference.pipeline import ScaleChoice, Segmentation, given_scale
 from app.inference.postprocess import Instances, describe_cells
-from app.inference.quality import result_warnings
+from app.inference.quality import MIN_COLOUR, colour_spread, result_warnings
 from tests.conftest import FIXTURE_BCD, SHIPPED_MODEL, encode
 
 
@@ -123,3 +123,20 @@ def test_a_blank_frame_is_not_estimated_from_its_noise(client):
     assert "mostly_background" in found
     plain = client.post("/segment?include=", files={"image": ("s.png", smear)}).json()
     assert plain["scale_source"] == "estimated"
+
+
+def test_a_greyscale_image_is_said_to_be_one(client):
+    """The classes are told apart by their stain: a greyscale copy of a real smear is
+    segmented, and the response says what was lost; the colour original says nothing of it."""
+    data = (FIXTURE_BCD / "images" / "image-2.png").read_bytes()
+    colour = decode_image(data)
+    grey = Image.fromarray(colour).convert("L")
+    assert colour_spread(colour) > 3 * MIN_COLOUR
+    assert colour_spread(np.asarray(grey.convert("RGB"))) == 0.0
+    for kind, fmt in (("L", "PNG"), ("RGB", "JPEG")):  # grey as grey, and as JPEG'd RGB
+        sent = encode(grey.convert(kind), fmt, **({"quality": 70} if fmt == "JPEG" else {}))
+        body = client.post("/segment?include=", files={"image": ("g", sent)}).json()
+        found = {w["code"]: w["message"] for w in body["warnings"]}
+        assert "platelet F1" in found["greyscale_image"] and body["counts"]["rbc"] > 5
+    plain = client.post("/segment?include=", files={"image": ("c.png", data)}).json()
+    assert "greyscale_image" not in [w["code"] for w in plain["warnings"]]

@@ -48,6 +48,7 @@ class WarningOut(BaseModel):
         "magnification_out_of_range",
         "mostly_background",
         "count_unusually_high",
+        "greyscale_image",
     ]
     message: str
 

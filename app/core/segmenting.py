@@ -32,7 +32,7 @@ from app.inference.pipeline import (
 )
 from app.inference.png import encode_png
 from app.inference.postprocess import rbc_sizes
-from app.inference.quality import result_warnings
+from app.inference.quality import colour_spread, result_warnings
 from app.inference.render import overlay_image
 
 PICTURES = ("mask", "instances", "overlay")
@@ -180,7 +180,10 @@ def segment_upload(
         "scale_refined": choice.refined,
         "scale_passes": choice.passes,
         "field_of_view": round(field.cover, 4),
-        "warnings": [w.__dict__ for w in result_warnings(segmentation, choice, metadata)],
+        "warnings": [
+            w.__dict__
+            for w in result_warnings(segmentation, choice, metadata, colour_spread(image))
+        ],
         "timings_ms": {k: round(v, 2) for k, v in timings.items()},
     }
     return SegmentResult(body=body, segmentation=segmentation, pngs=pngs)
