@@ -74,15 +74,14 @@ def parity(runners: dict[str, OnnxSegmenter], sets: list[SourceSet], per_source:
                 cells[label] += len(first)
                 unmatched[label] += len(first) + len(second) - 2 * twins
             rbc_more.append(b.counts["rbc"] - a.counts["rbc"])
+    more = np.array(rbc_more or [0])
     return {
         "images_per_source": per_source,
         "pixels_of_another_class": round(differ / max(pixels, 1), 5),
         "float32_cells": cells,
         "cells_without_a_twin": unmatched,
-        "int8_rbcs_more_per_image": round(float(np.mean(rbc_more)), 3) if rbc_more else 0.0,
-        "rbc_count_difference_per_image": round(float(np.mean(np.abs(rbc_more))), 3)
-        if rbc_more
-        else 0.0,
+        "int8_rbcs_more_per_image": round(float(more.mean()), 3),
+        "rbc_count_difference_per_image": round(float(np.abs(more).mean()), 3),
     }
 
 
