@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from gpu_check import percentile, wait_ready  # noqa: E402  (a sibling script)
 
 from app.core.config import Settings  # noqa: E402
+from app.inference.cpu_features import cpu_flags  # noqa: E402
 from app.inference.decode import decode_image  # noqa: E402
 from app.inference.metadata import read_metadata, resolve_model_dir  # noqa: E402
 from app.inference.pipeline import network_input  # noqa: E402
@@ -314,7 +315,7 @@ def cpu_model() -> str:
         return "unknown"
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
                  if line.startswith("model name")), "unknown")  # fmt: skip
-    flags = set(next((line for line in info.splitlines() if line.startswith("flags")), "").split())
+    flags = cpu_flags()
     extensions = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
     return f"{name} ({', '.join(extensions) or 'no AVX2'})"
 
