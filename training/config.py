@@ -52,6 +52,11 @@ class TrainConfig:
     source_boost: dict = field(default_factory=dict)
     val_per_source: int = 16  # validation crops per source during training; 0: all
     size_samples_per_source: int = 300  # images (resampled) the size regressor fits per source
+    # a published model (version dir, or a root with CURRENT) whose outputs on each crop the
+    # network also learns, weighted by distill_weight (training.distill): a narrower network
+    # taught by the shipped one
+    teacher: str = ""
+    distill_weight: float = 1.0
     max_images: int = 0
     strict: bool = False
     tune_counting: bool = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -84,7 +85,8 @@ class CellBatches(keras.utils.PyDataset):
     """Keras dataset of random (training) or fixed top-left (validation) crops.
 
     With `samples_per_epoch`, an epoch draws that many examples, weighted by source
-    (`source_weights`); otherwise it is one pass over the examples.
+    (`source_weights`); otherwise it is one pass over the examples. With a `teacher`
+    (training.distill.Teacher), its outputs on the batch's crops follow the targets.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class CellBatches(keras.utils.PyDataset):
         samples_per_epoch: int = 0,
         source_boost: dict[str, float] | None = None,
         edge_border_px: int = 0,
+        teacher: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         self.examples = examples
@@ -113,6 +116,7 @@ class CellBatches(keras.utils.PyDataset):
         self.samples_per_epoch = samples_per_epoch
         self.source_boost = source_boost or {}
         self.edge_border_px = edge_border_px
+        self.teacher = teacher
         self.epoch = 0
         self.order = np.arange(len(examples))
         self.on_epoch_end()
@@ -167,4 +171,7 @@ class CellBatches(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch, batch_index])
         indices = self.order[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
         pairs = [self.sample(int(i), rng) for i in indices]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        crops, targets = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        if self.teacher is not None:
+            targets = np.concatenate([targets, self.teacher(crops)], axis=-1)
+        return crops, targets

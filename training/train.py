@@ -29,6 +29,7 @@ from training.augment import AugmentConfig
 from training.config import TrainConfig
 from training.data import SourceSet
 from training.dataset import CellBatches, Example, prepare_examples
+from training.distill import Teacher
 from training.evaluate import score_sources
 from training.export import export_verified
 from training.losses import CellLoss
@@ -74,11 +75,18 @@ def load_splits(config: TrainConfig) -> Splits:
     return Splits(train, val, data.val_sets, data.rbc_diameter_px, data.datasets, data.tune_sets)
 
 
+def output_channels(config: TrainConfig) -> list[str]:
+    """The network's output channels: its classes, then the centre heatmap (not for
+    rectangles)."""
+    classes = DEFAULT_CLASSES + ([PLATELET_CLASS] if config.platelets else [])
+    return [c.name for c in classes] + ([] if config.targets == "rectangles" else ["centre"])
+
+
 def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata:
     """model.json content for this configuration (metrics and checksum are added later)."""
     rectangles = config.targets == "rectangles"
     classes = DEFAULT_CLASSES + ([PLATELET_CLASS] if config.platelets else [])
-    channels = [c.name for c in classes] + ([] if rectangles else ["centre"])
+    channels = output_channels(config)
     working = config.inference_rbc_diameter_px or rbc_diameter_px
     # sizes scale with the diameter the network is run at (the 1.x defaults were set at 53.64 px)
     area_factor = (working / 53.64) ** 2
@@ -135,8 +143,12 @@ def compile_model(config: TrainConfig) -> keras.Model:
     weights = (1.0, 1.0, config.wbc_weight) + (
         (config.platelet_weight,) if config.platelets else ()
     )
+    distill = config.distill_weight if config.teacher else 0.0
     # rectangles reproduce the original: plain categorical cross-entropy
-    loss = CellLoss((1.0,) * len(weights), 0.0, 0.0) if rectangles else CellLoss(weights)
+    if rectangles:
+        loss = CellLoss((1.0,) * len(weights), 0.0, 0.0, distill_weight=distill)
+    else:
+        loss = CellLoss(weights, distill_weight=distill)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     return model
 
@@ -189,6 +201,14 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
     if unknown:
         raise ValueError(f"--source-boost names no training source: {sorted(unknown)}")
     normalization = InputSpec().normalization
+    teacher = Teacher(config.teacher, output_channels(config)) if config.teacher else None
+    if teacher is not None:
+        logger.info(
+            "taught by %s %s (distill weight %g)",
+            teacher.metadata.name,
+            teacher.version,
+            config.distill_weight,
+        )
     train = CellBatches(
         splits.train,
         config.batch_size,
@@ -201,6 +221,7 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
         config.samples_per_epoch,
         config.source_boost,
         config.edge_border_px,
+        teacher,
     )
     val = CellBatches(
         validation_examples(splits.val, config.val_per_source),
@@ -212,6 +233,7 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
         config.seed,
         num_classes(config),
         edge_border_px=config.edge_border_px,
+        teacher=teacher,
     )
     state_path = run_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
