@@ -85,7 +85,7 @@ def test_distillation_is_least_at_the_teachers_own_outputs():
 
 
 @pytest.mark.slow
-def test_a_taught_run_trains_resumes_and_exports_with_its_teacher_recorded(tmp_path: Path):
+def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Path):
     import keras
 
     from app.inference.metadata import read_metadata
@@ -132,3 +132,18 @@ def test_a_taught_run_trains_resumes_and_exports_with_its_teacher_recorded(tmp_p
     assert metadata.output.channels == CHANNELS
     assert metadata.training["teacher"] == str(SHIPPED_MODEL)
     assert metadata.training["distill_weight"] == 2.0
+
+    # a new run started from its weights, with its own recipe: at learning rate 0 its
+    # convolutions stay the checkpoint's (a fresh run's, seeded otherwise, do not)
+    seeded = tmp_path / "seeded"
+    run_dir = args.index("--run-dir") + 1
+    again = [*args[:run_dir], str(seeded), *args[run_dir + 1 :], "--epochs", "1"]
+    init = ["--init-weights", str(tmp_path / "best.keras"), "--learning-rate", "0"]
+    assert main([*again, *init]) == 0
+    fresh = [*again[:run_dir], str(tmp_path / "fresh"), *again[run_dir + 1 :], "--seed", "8"]
+    assert main(fresh) == 0
+    source = keras.models.load_model(tmp_path / "best.keras").get_layer("down0_conv1")
+    kernel = source.get_weights()[0]
+    for name, same in (("seeded", True), ("fresh", False)):
+        model = keras.models.load_model(tmp_path / name / "best.keras")
+        assert np.array_equal(model.get_layer("down0_conv1").get_weights()[0], kernel) is same

@@ -57,6 +57,9 @@ class TrainConfig:
     # taught by the shipped one
     teacher: str = ""
     distill_weight: float = 1.0
+    # a .keras checkpoint whose weights a new run starts from, with this run's own loss and
+    # learning rate (a resumed run keeps the checkpoint's): fine-tuning with another recipe
+    init_weights: str = ""
     max_images: int = 0
     strict: bool = False
     tune_counting: bool = True

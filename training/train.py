@@ -243,6 +243,9 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
         model = keras.models.load_model(run_dir / LAST_CHECKPOINT)
     else:
         model, initial_epoch, best = compile_model(config), 0, np.inf
+        if config.init_weights:
+            logger.info("starting from the weights of %s", config.init_weights)
+            model.load_weights(config.init_weights)
     train.epoch = initial_epoch
     if initial_epoch < config.epochs:
         model.fit(
