@@ -112,6 +112,10 @@ def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Pat
         "4",
         "--depth",
         "2",
+        "--level-filters",
+        "4",
+        "6",
+        "12",
         "--batch-size",
         "4",
         "--no-tune-counting",
@@ -132,6 +136,8 @@ def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Pat
     assert metadata.output.channels == CHANNELS
     assert metadata.training["teacher"] == str(SHIPPED_MODEL)
     assert metadata.training["distill_weight"] == 2.0
+    assert metadata.training["level_filters"] == [4, 6, 12]
+    assert resumed.get_layer("bottleneck_conv2").filters == 12
 
     # a new run started from its weights, with its own recipe: at learning rate 0 its
     # convolutions stay the checkpoint's (a fresh run's, seeded otherwise, do not)

@@ -48,6 +48,7 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
         "batchnorm",
         "tune_counting",
         "source_boost",
+        "level_filters",
     }
     for item in fields(TrainConfig):
         if item.name in skip:
@@ -66,6 +67,15 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
         metavar="SOURCE=FACTOR",
         help="sample these sources FACTOR times more often than sqrt(size) gives "
         "(a source: a dataset dir's name, or name:WxH for a dataset of several sizes)",
+    )
+    parser.add_argument(
+        "--level-filters",
+        nargs="*",
+        type=int,
+        default=[],
+        metavar="N",
+        help="each level's filters, the bottleneck's last (depth + 1 numbers; default: "
+        "doubling from --base-filters)",
     )
     parser.add_argument("--no-batchnorm", dest="batchnorm", action="store_false")
     parser.add_argument(

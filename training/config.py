@@ -27,6 +27,8 @@ class TrainConfig:
     targets: str = "ellipses"
     base_filters: int = 12
     depth: int = 4
+    # each level's filters, the bottleneck's last (empty: doubling from base_filters)
+    level_filters: list[int] = field(default_factory=list)
     batchnorm: bool = True
     tile_size: int = 256
     crop_size: int = 160

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 from keras import layers
 
@@ -25,23 +27,29 @@ def build_unet(
     centre_head: bool = True,
     batchnorm: bool = True,
     input_size: int | None = None,
+    level_filters: Sequence[int] | None = None,
 ) -> keras.Model:
     """A UNet: `depth` poolings, filters doubling from `base_filters`, transposed-conv upsampling.
 
-    The output "probs" holds softmax class probabilities, then (with `centre_head`) a sigmoid
-    cell-centre heatmap. Spatial size is free (None) unless `input_size` fixes it; it must be a
-    multiple of 2**depth.
+    `level_filters` sets each level's filters instead (depth + 1 of them, the bottleneck's
+    last): the full-resolution levels are most of the CPU time, the deep ones most of the
+    parameters, so they can be sized apart. The output "probs" holds softmax class
+    probabilities, then (with `centre_head`) a sigmoid cell-centre heatmap. Spatial size is
+    free (None) unless `input_size` fixes it; it must be a multiple of 2**depth.
     """
+    widths = list(level_filters or [base_filters * 2**level for level in range(depth + 1)])
+    if len(widths) != depth + 1:
+        raise ValueError(f"level_filters needs depth + 1 = {depth + 1} widths, got {widths}")
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     x = inputs
     skips = []
     for level in range(depth):
-        x = conv_block(x, base_filters * 2**level, batchnorm, f"down{level}")
+        x = conv_block(x, widths[level], batchnorm, f"down{level}")
         skips.append(x)
         x = layers.MaxPooling2D(name=f"pool{level}")(x)
-    x = conv_block(x, base_filters * 2**depth, batchnorm, "bottleneck")
+    x = conv_block(x, widths[depth], batchnorm, "bottleneck")
     for level in reversed(range(depth)):
-        filters = base_filters * 2**level
+        filters = widths[level]
         x = layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}_transpose")(x)
         x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
         x = conv_block(x, filters, batchnorm, f"up{level}")
@@ -51,7 +59,8 @@ def build_unet(
         outputs = layers.Concatenate(name="probs")([outputs, centre])
     else:
         outputs = layers.Identity(name="probs")(outputs)
-    return keras.Model(inputs, outputs, name=f"unet_f{base_filters}_d{depth}")
+    shape = "-".join(map(str, widths)) if level_filters else f"f{base_filters}"
+    return keras.Model(inputs, outputs, name=f"unet_{shape}_d{depth}")
 
 
 def count_flops(model: keras.Model, height: int = 256, width: int = 256) -> float:

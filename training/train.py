@@ -139,6 +139,7 @@ def compile_model(config: TrainConfig) -> keras.Model:
         num_classes=num_classes(config),
         centre_head=not rectangles,
         batchnorm=config.batchnorm,
+        level_filters=config.level_filters or None,
     )
     weights = (1.0, 1.0, config.wbc_weight) + (
         (config.platelet_weight,) if config.platelets else ()
