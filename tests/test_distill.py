@@ -88,7 +88,7 @@ def test_distillation_is_least_at_the_teachers_own_outputs():
 def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Path):
     import keras
 
-    from app.inference.metadata import read_metadata
+    from app.inference.metadata import read_metadata, resolve_model_dir
     from training.cli import main
 
     args = [
@@ -135,6 +135,8 @@ def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Pat
     metadata = read_metadata(tmp_path / "export" / "model.json")
     assert metadata.output.channels == CHANNELS
     assert metadata.training["teacher"] == str(SHIPPED_MODEL)
+    shipped = read_metadata(resolve_model_dir(SHIPPED_MODEL) / "model.json")
+    assert metadata.training["taught_by"] == f"bloodseg {shipped.version}"
     assert metadata.training["distill_weight"] == 2.0
     assert metadata.training["level_filters"] == [4, 6, 12]
     assert resumed.get_layer("bottleneck_conv2").filters == 12

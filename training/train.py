@@ -23,6 +23,8 @@ from app.inference.metadata import (
     InputSpec,
     ModelMetadata,
     OutputSpec,
+    read_metadata,
+    resolve_model_dir,
 )
 from app.inference.runner import OnnxSegmenter, RunnerOptions
 from training.augment import AugmentConfig
@@ -106,6 +108,11 @@ def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata
         # only when clearly surer, so a new network's other peak levels cost passes, not counts
         defaults |= {"octave_check_peak": 0.5, "octave_check_low_peak": 0.45}
     counting = Counting(**{**defaults, **config.counting})
+    training = asdict(config)
+    if config.teacher:
+        # the teacher by name and version: its path names the machine it was trained on
+        teacher = read_metadata(resolve_model_dir(Path(config.teacher)) / METADATA_FILE)
+        training["taught_by"] = f"{teacher.name} {teacher.version}"
     return ModelMetadata(
         name=config.name,
         version=config.version or datetime.now(UTC).strftime("%Y%m%d-%H%M%S"),
@@ -119,7 +126,7 @@ def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata
         rbc_diameter_px=round(rbc_diameter_px, 2),
         inference_rbc_diameter_px=config.inference_rbc_diameter_px or None,
         counting=counting,
-        training=asdict(config),
+        training=training,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         package_version=__version__,
     )

@@ -22,6 +22,7 @@ bearer = HTTPBearer(auto_error=False, description="BLOODSEG_RELOAD_TOKEN")
 PUBLIC_TRAINING_KEYS = (
     "targets",
     "base_filters",
+    "level_filters",
     "depth",
     "batchnorm",
     "tile_size",
@@ -38,6 +39,8 @@ PUBLIC_TRAINING_KEYS = (
     "samples_per_epoch",
     "source_boost",
     "edge_border_px",
+    "taught_by",
+    "distill_weight",
 )
 
 
