@@ -85,7 +85,7 @@ def test_distillation_is_least_at_the_teachers_own_outputs():
 
 
 @pytest.mark.slow
-def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Path):
+def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Path, caplog):
     import keras
 
     from app.inference.metadata import read_metadata, resolve_model_dir
@@ -129,6 +129,7 @@ def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Pat
     assert main([*args, "--epochs", "1"]) == 0
     assert main([*args, "--epochs", "2"]) == 0  # resumes from last.keras
     assert json.loads((tmp_path / "state.json").read_text())["epochs_done"] == 2
+    assert "resuming with the checkpoint's loss" not in caplog.text
     # the checkpoint keeps the loss with its distillation weight, so a resumed run is taught too
     resumed = keras.models.load_model(tmp_path / "last.keras")
     assert resumed.loss.distill_weight == 2.0
@@ -140,6 +141,13 @@ def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Pat
     assert metadata.training["distill_weight"] == 2.0
     assert metadata.training["level_filters"] == [4, 6, 12]
     assert resumed.get_layer("bottleneck_conv2").filters == 12
+
+    # resumed with another weight, the checkpoint's loss trains on, and the log says so
+    weight = args.index("--distill-weight") + 1
+    other = [*args[:weight], "3", *args[weight + 1 :], "--epochs", "3"]
+    caplog.clear()
+    assert main(other) == 0
+    assert "resuming with the checkpoint's loss" in caplog.text
 
     # a new run started from its weights, with its own recipe: at learning rate 0 its
     # convolutions stay the checkpoint's (a fresh run's, seeded otherwise, do not)

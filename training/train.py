@@ -137,27 +137,29 @@ def num_classes(config: TrainConfig) -> int:
     return 4 if config.platelets else 3
 
 
-def compile_model(config: TrainConfig) -> keras.Model:
-    """A fresh UNet with its optimizer and loss."""
-    rectangles = config.targets == "rectangles"
-    model = build_unet(
-        config.base_filters,
-        config.depth,
-        num_classes=num_classes(config),
-        centre_head=not rectangles,
-        batchnorm=config.batchnorm,
-        level_filters=config.level_filters or None,
-    )
+def cell_loss(config: TrainConfig) -> CellLoss:
+    """The loss this configuration trains with."""
     weights = (1.0, 1.0, config.wbc_weight) + (
         (config.platelet_weight,) if config.platelets else ()
     )
     distill = config.distill_weight if config.teacher else 0.0
     # rectangles reproduce the original: plain categorical cross-entropy
-    if rectangles:
-        loss = CellLoss((1.0,) * len(weights), 0.0, 0.0, distill_weight=distill)
-    else:
-        loss = CellLoss(weights, distill_weight=distill)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+    if config.targets == "rectangles":
+        return CellLoss((1.0,) * len(weights), 0.0, 0.0, distill_weight=distill)
+    return CellLoss(weights, distill_weight=distill)
+
+
+def compile_model(config: TrainConfig) -> keras.Model:
+    """A fresh UNet with its optimizer and loss."""
+    model = build_unet(
+        config.base_filters,
+        config.depth,
+        num_classes=num_classes(config),
+        centre_head=config.targets != "rectangles",
+        batchnorm=config.batchnorm,
+        level_filters=config.level_filters or None,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=cell_loss(config))
     return model
 
 
@@ -249,6 +251,13 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
     if (run_dir / LAST_CHECKPOINT).exists() and initial_epoch:
         logger.info("resuming from %s after epoch %d", run_dir / LAST_CHECKPOINT, initial_epoch)
         model = keras.models.load_model(run_dir / LAST_CHECKPOINT)
+        if model.loss.get_config() != cell_loss(config).get_config():
+            logger.warning(
+                "resuming with the checkpoint's loss %s, not this command's %s: start a new "
+                "run with --init-weights to train on another loss",
+                model.loss.get_config(),
+                cell_loss(config).get_config(),
+            )
     else:
         model, initial_epoch, best = compile_model(config), 0, np.inf
         if config.init_weights:
