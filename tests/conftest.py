@@ -34,6 +34,19 @@ BCCD = DATASETS / "bccd"
 TXL_PBC = DATASETS / "txl-pbc"
 SHIPPED_MODEL = Path(os.environ.get("BLOODSEG_TEST_MODEL", ROOT / "models" / "bloodseg"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# training flags for a network and a run small enough to train in seconds on fixtures
+TINY = [
+    "--size-samples-per-source",
+    "4",
+    "--crop-size",
+    "64",
+    "--base-filters",
+    "4",
+    "--depth",
+    "2",
+    "--batch-size",
+    "4",
+]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.inference.metadata import InputSpec
-from tests.conftest import FIXTURE_BCD, FIXTURES, ROOT, SHIPPED_MODEL
+from tests.conftest import FIXTURE_BCD, FIXTURES, ROOT, SHIPPED_MODEL, TINY
 from training.augment import AugmentConfig
 from training.data import load_dataset
 from training.dataset import CellBatches, prepare_examples
@@ -104,20 +104,11 @@ def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Pat
         "8",
         "--val-per-source",
         "1",
-        "--size-samples-per-source",
-        "4",
-        "--crop-size",
-        "64",
-        "--base-filters",
-        "4",
-        "--depth",
-        "2",
+        *TINY,
         "--level-filters",
         "4",
         "6",
         "12",
-        "--batch-size",
-        "4",
         "--no-tune-counting",
         "--teacher",
         str(SHIPPED_MODEL),

@@ -6,25 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURE_BCCD, FIXTURE_BCD, FIXTURES
+from tests.conftest import FIXTURE_BCCD, FIXTURE_BCD, FIXTURES, TINY
 
 FIXTURE_TXL = FIXTURES / "txl-pbc"
 
 pytestmark = pytest.mark.slow
-
-# a network and a run small enough to train in seconds on fixtures
-TINY = [
-    "--size-samples-per-source",
-    "4",
-    "--crop-size",
-    "64",
-    "--base-filters",
-    "4",
-    "--depth",
-    "2",
-    "--batch-size",
-    "4",
-]
 
 
 @pytest.fixture(scope="module")
