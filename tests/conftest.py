@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data"
 FIXTURE_BCD = FIXTURES / "blood-cell-detection"
 FIXTURE_BCCD = FIXTURES / "bccd"
+FIXTURE_TXL = FIXTURES / "txl-pbc"
 DATASETS = Path(os.environ.get("BLOODSEG_TEST_DATASETS", ROOT.parent / "shared" / "datasets"))
 BCD = DATASETS / "blood-cell-detection"
 BCCD = DATASETS / "bccd"
@@ -47,6 +48,31 @@ TINY = [
     "--batch-size",
     "4",
 ]
+
+
+def tiny_platelet_recipe(run_dir: Path) -> list[str]:
+    """`training train` arguments for the 2.x recipe, tiny: platelets, a YOLO dataset of
+    several sources, a fixed number of samples per epoch weighted by source, a chosen training
+    diameter, wide scale jitter (no epochs or version: the caller's)."""
+    return [
+        "train",
+        "--data",
+        str(FIXTURE_BCD),
+        str(FIXTURE_TXL),
+        "--partial-rbc-data",
+        "--run-dir",
+        str(run_dir),
+        "--platelets",
+        "--train-rbc-diameter-px",
+        "40",
+        "--scale-range",
+        "1.4",
+        "--samples-per-epoch",
+        "8",
+        "--val-per-source",
+        "1",
+        *TINY,
+    ]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

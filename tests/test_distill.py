@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from app.inference.metadata import InputSpec
-from tests.conftest import FIXTURE_BCD, FIXTURES, ROOT, SHIPPED_MODEL, TINY
+from tests.conftest import FIXTURE_TXL, ROOT, SHIPPED_MODEL, tiny_platelet_recipe
 from training.augment import AugmentConfig
 from training.data import load_dataset
 from training.dataset import CellBatches, prepare_examples
 from training.distill import Teacher
 from training.losses import CellLoss
 
-FIXTURE_TXL = FIXTURES / "txl-pbc"
 CHANNELS = ["background", "rbc", "wbc", "platelet", "centre"]
 
 
@@ -92,19 +91,7 @@ def test_a_taught_run_trains_resumes_exports_and_seeds_another_run(tmp_path: Pat
     from training.cli import main
 
     args = [
-        "train",
-        "--data",
-        str(FIXTURE_BCD),
-        str(FIXTURE_TXL),
-        "--partial-rbc-data",
-        "--run-dir",
-        str(tmp_path),
-        "--platelets",
-        "--samples-per-epoch",
-        "8",
-        "--val-per-source",
-        "1",
-        *TINY,
+        *tiny_platelet_recipe(tmp_path),
         "--level-filters",
         "4",
         "6",

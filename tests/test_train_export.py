@@ -6,9 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURE_BCCD, FIXTURE_BCD, FIXTURES, TINY
-
-FIXTURE_TXL = FIXTURES / "txl-pbc"
+from tests.conftest import FIXTURE_BCCD, FIXTURE_BCD, TINY, tiny_platelet_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -205,29 +203,7 @@ def platelet_run(tmp_path_factory) -> Path:
     from training.cli import main
 
     run_dir = tmp_path_factory.mktemp("platelets")
-    args = [
-        "train",
-        "--data",
-        str(FIXTURE_BCD),
-        str(FIXTURE_TXL),
-        "--partial-rbc-data",
-        "--run-dir",
-        str(run_dir),
-        "--platelets",
-        "--train-rbc-diameter-px",
-        "40",
-        "--scale-range",
-        "1.4",
-        "--samples-per-epoch",
-        "8",
-        "--val-per-source",
-        "1",
-        *TINY,
-        "--epochs",
-        "1",
-        "--version",
-        "2.0.0-test",
-    ]
+    args = [*tiny_platelet_recipe(run_dir), "--epochs", "1", "--version", "2.0.0-test"]
     assert main(args) == 0
     return run_dir
 
