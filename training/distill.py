@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.inference.metadata import MODEL_FILE, read_metadata, resolve_model_dir
+from app.inference.metadata import METADATA_FILE, MODEL_FILE, read_metadata, resolve_model_dir
 
 
 class Teacher:
@@ -16,7 +16,7 @@ class Teacher:
 
     def __init__(self, model: str | Path, channels: list[str]) -> None:
         directory = resolve_model_dir(Path(model))
-        self.metadata = read_metadata(directory / "model.json")
+        self.metadata = read_metadata(directory / METADATA_FILE)
         if self.metadata.output.channels != channels:
             raise ValueError(
                 f"teacher {directory} outputs {self.metadata.output.channels}, "
@@ -30,7 +30,6 @@ class Teacher:
             str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
         self.input_name = self.session.get_inputs()[0].name
-        self.version = self.metadata.version
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """The teacher's outputs (N, H, W, channels) for normalised crops (N, H, W, 3)."""

@@ -19,6 +19,7 @@ from app.inference.metadata import (
     METADATA_FILE,
     MODEL_FILE,
     PLATELET_CLASS,
+    ClassInfo,
     Counting,
     InputSpec,
     ModelMetadata,
@@ -77,17 +78,22 @@ def load_splits(config: TrainConfig) -> Splits:
     return Splits(train, val, data.val_sets, data.rbc_diameter_px, data.datasets, data.tune_sets)
 
 
+def model_classes(config: TrainConfig) -> list[ClassInfo]:
+    """The classes this configuration trains, background first."""
+    return DEFAULT_CLASSES + ([PLATELET_CLASS] if config.platelets else [])
+
+
 def output_channels(config: TrainConfig) -> list[str]:
     """The network's output channels: its classes, then the centre heatmap (not for
     rectangles)."""
-    classes = DEFAULT_CLASSES + ([PLATELET_CLASS] if config.platelets else [])
-    return [c.name for c in classes] + ([] if config.targets == "rectangles" else ["centre"])
+    names = [c.name for c in model_classes(config)]
+    return names + ([] if config.targets == "rectangles" else ["centre"])
 
 
 def build_metadata(config: TrainConfig, rbc_diameter_px: float) -> ModelMetadata:
     """model.json content for this configuration (metrics and checksum are added later)."""
     rectangles = config.targets == "rectangles"
-    classes = DEFAULT_CLASSES + ([PLATELET_CLASS] if config.platelets else [])
+    classes = model_classes(config)
     channels = output_channels(config)
     working = config.inference_rbc_diameter_px or rbc_diameter_px
     # sizes scale with the diameter the network is run at (the 1.x defaults were set at 53.64 px)
@@ -216,7 +222,7 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
         logger.info(
             "taught by %s %s (distill weight %g)",
             teacher.metadata.name,
-            teacher.version,
+            teacher.metadata.version,
             config.distill_weight,
         )
     train = CellBatches(
@@ -251,12 +257,13 @@ def fit(config: TrainConfig, splits: Splits, run_dir: Path) -> keras.Model:
     if (run_dir / LAST_CHECKPOINT).exists() and initial_epoch:
         logger.info("resuming from %s after epoch %d", run_dir / LAST_CHECKPOINT, initial_epoch)
         model = keras.models.load_model(run_dir / LAST_CHECKPOINT)
-        if model.loss.get_config() != cell_loss(config).get_config():
+        kept, asked = model.loss.get_config(), cell_loss(config).get_config()
+        if kept != asked:
             logger.warning(
                 "resuming with the checkpoint's loss %s, not this command's %s: start a new "
                 "run with --init-weights to train on another loss",
-                model.loss.get_config(),
-                cell_loss(config).get_config(),
+                kept,
+                asked,
             )
     else:
         model, initial_epoch, best = compile_model(config), 0, np.inf
