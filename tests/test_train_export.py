@@ -236,3 +236,49 @@ def test_the_platelet_recipe_exports_four_classes_a_size_regressor_and_per_sourc
     # platelets are scored only where they are boxed
     assert "platelet" not in metadata.metrics["val:blood-cell-detection"]
     assert "platelet" in metadata.metrics["val:txl-pbc:575x575"]
+
+
+def test_a_patchify_run_trains_exports_within_parity_and_segments_an_odd_sized_image(tmp_path):
+    import onnx
+
+    from app.inference.decode import load_image
+    from app.inference.metadata import read_metadata
+    from app.inference.pipeline import segment_image
+    from app.inference.runner import OnnxSegmenter, RunnerOptions
+    from training.cli import main
+
+    args = [
+        *tiny_platelet_recipe(tmp_path),
+        "--stem",
+        "patchify",
+        "--level-filters",
+        "4",
+        "6",
+        "12",
+        "--no-tune-counting",
+        "--epochs",
+        "1",
+        "--version",
+        "2.3.0-test",
+    ]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["parity"]["max_abs_diff"] <= 1e-4
+    export = tmp_path / "export"
+    metadata = read_metadata(export / "model.json")
+    assert metadata.training["stem"] == "patchify"
+    # the stem is a 2x2 stride-2 convolution on the image itself
+    graph = onnx.load(str(export / "model.onnx")).graph
+    strides = {
+        tuple(attribute.ints)
+        for node in graph.node
+        if node.op_type == "Conv"
+        for attribute in node.attribute
+        if attribute.name == "strides"
+    }
+    assert (2, 2) in strides
+    segmenter = OnnxSegmenter(export, metadata, RunnerOptions(providers=("CPUExecutionProvider",)))
+    image = load_image(FIXTURE_BCD / "images" / "image-100.png")[:203, :157]
+    result = segment_image(image, segmenter, with_class_map=True)
+    assert result.semantic.shape == (203, 157)
+    assert result.size == (203, 157)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _train_parser(sub, settings: TrainingSettings) -> None:
-    from training.config import TrainConfig
+    from training.config import CHOICES, TrainConfig
 
     parser = sub.add_parser(
         "train", help="train (or resume) a model, export it to ONNX and score it"
@@ -58,7 +58,7 @@ def _train_parser(sub, settings: TrainingSettings) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
             continue
-        kwargs = {"choices": ["ellipses", "rectangles"]} if item.name == "targets" else {}
+        kwargs = {"choices": CHOICES[item.name]} if item.name in CHOICES else {}
         parser.add_argument(flag, type=type(default), default=default, **kwargs)
     parser.add_argument(
         "--source-boost",

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# how the image enters the UNet (model.build_unet): "full", a conv block at full resolution;
+# "patchify", a 2x2 stride-2 convolution straight into the second level
+STEMS = ("full", "patchify")
+# the train command's fixed choices
+CHOICES = {"targets": ("ellipses", "rectangles"), "stem": STEMS}
+
 
 @dataclass
 class TrainConfig:
@@ -29,6 +35,7 @@ class TrainConfig:
     depth: int = 4
     # each level's filters, the bottleneck's last (empty: doubling from base_filters)
     level_filters: list[int] = field(default_factory=list)
+    stem: str = "full"  # one of STEMS
     batchnorm: bool = True
     tile_size: int = 256
     crop_size: int = 160

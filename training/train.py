@@ -164,6 +164,7 @@ def compile_model(config: TrainConfig) -> keras.Model:
         centre_head=config.targets != "rectangles",
         batchnorm=config.batchnorm,
         level_filters=config.level_filters or None,
+        stem=config.stem,
     )
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=cell_loss(config))
     return model

@@ -23,6 +23,7 @@ PUBLIC_TRAINING_KEYS = (
     "targets",
     "base_filters",
     "level_filters",
+    "stem",
     "depth",
     "batchnorm",
     "tile_size",
