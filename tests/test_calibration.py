@@ -36,3 +36,64 @@ def test_the_rbc_weight_brings_rbcs_to_their_boxes_size_and_keeps_the_counts(seg
     # the shipped weight, calibrated on 170 training images of six sources, holds on these
     shipped_ratio, shipped_counts = measured(metadata.counting)
     assert abs(shipped_ratio - 1) <= 0.03 and shipped_counts == plain_counts
+
+
+def layout_and_counting(platelets: bool = True):
+    """A 2.x model's channel layout and counting, with or without the platelet class."""
+    from app.inference.metadata import (
+        DEFAULT_CLASSES,
+        PLATELET_CLASS,
+        Counting,
+        InputSpec,
+        ModelMetadata,
+        OutputSpec,
+    )
+
+    classes = [*DEFAULT_CLASSES, *([PLATELET_CLASS] if platelets else [])]
+    meta = ModelMetadata(
+        name="t",
+        version="0",
+        classes=classes,
+        input=InputSpec(),
+        output=OutputSpec(channels=[c.name for c in classes] + ["centre"]),
+        rbc_diameter_px=40.0,
+        counting=Counting(platelet_min_area_px=8),
+    )
+    return meta.layout, meta.counting
+
+
+def platelets_map(sure: list[tuple[int, int]], unsure: list[tuple[int, int]]) -> np.ndarray:
+    """Probabilities of 10 px platelets: sure ones (0.97) and specks (0.6), nothing else."""
+    probs = np.zeros((100, 160, 5), np.float32)
+    probs[..., 0] = 1
+    for (y, x), value in [*((c, 0.97) for c in sure), *((c, 0.6) for c in unsure)]:
+        probs[y : y + 10, x : x + 10, :4] = [1 - value, 0, 0, value]
+    return probs
+
+
+def test_the_platelet_score_brings_the_platelets_found_to_those_boxed_where_they_are_boxed():
+    from training.data import Box
+    from training.tune import tune_platelet_score
+
+    layout, counting = layout_and_counting()
+    boxed = [Box(x, y, x + 10, y + 10, "platelet") for y, x in ((10, 10), (60, 100))]
+    group = [(boxed, platelets_map([(10, 10), (60, 100)], [(40, 60)]))]
+    # a source without platelet boxes (blood-cell-detection): its specks and cells say nothing
+    unboxed = [([], platelets_map([(10, 10)], [(70, 20), (20, 130)]))]
+    tuned, tried = tune_platelet_score(counting, layout, [group, unboxed])
+    assert tried["0"] == {"predicted": 3, "annotated": 2, "f1": 0.8}  # the speck counts too
+    # the lowest score that drops the speck (0.6) and keeps the platelets (0.97)
+    assert tuned.platelet_min_score == 0.8 and tried["0.8"] == {
+        "predicted": 2,
+        "annotated": 2,
+        "f1": 1.0,
+    }
+    cells = describe_cells(find_instances(group[0][1], tuned, layout), layout)
+    assert [c.bbox for c in cells] == [(10, 10, 20, 20), (100, 60, 110, 70)]
+    # with no speck every score finds the boxed platelets: the lowest stays
+    clean = [(boxed, platelets_map([(10, 10), (60, 100)], []))]
+    assert tune_platelet_score(counting, layout, [clean])[0].platelet_min_score == 0.0
+    # nothing boxed at all, or a model without platelets: the counting stays as it is
+    assert tune_platelet_score(counting, layout, [unboxed]) == (counting, {})
+    without, _ = layout_and_counting(platelets=False)
+    assert tune_platelet_score(counting, without, [group]) == (counting, {})

@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from app.inference.metadata import (
     DEFAULT_CLASSES,
@@ -140,18 +141,22 @@ def test_wbc_region_is_one_cell_and_small_fragments_are_dropped():
     assert wbc.bbox == (90, 20, 150, 80) and wbc.area == 3600 and wbc.score == 1.0
 
 
-def test_holes_in_a_wbc_are_filled_but_a_platelet_on_its_rim_stays_a_platelet():
-    """A platelet lying on a WBC's edge can be ringed by WBC pixels; it is still a platelet
-    (2.2.4's int8 variant lost one so on BCCD), while a pale spot in a WBC is the WBC's."""
-    meta = ModelMetadata(
+def platelet_metadata(**counting) -> ModelMetadata:
+    return ModelMetadata(
         name="t",
         version="0",
         classes=[*DEFAULT_CLASSES, PLATELET_CLASS],
         input=InputSpec(),
         output=OutputSpec(channels=["background", "rbc", "wbc", "platelet", "centre"]),
         rbc_diameter_px=40.0,
-        counting=Counting(platelet_min_area_px=8),
+        counting=Counting(platelet_min_area_px=8, **counting),
     )
+
+
+def test_holes_in_a_wbc_are_filled_but_a_platelet_on_its_rim_stays_a_platelet():
+    """A platelet lying on a WBC's edge can be ringed by WBC pixels; it is still a platelet
+    (2.2.4's int8 variant lost one so on BCCD), while a pale spot in a WBC is the WBC's."""
+    meta = platelet_metadata()
     probs = np.zeros((100, 160, 5), np.float32)
     probs[..., 0] = 1
     probs[20:80, 60:120, :4] = [0, 0, 1, 0]  # a WBC
@@ -163,6 +168,35 @@ def test_holes_in_a_wbc_are_filled_but_a_platelet_on_its_rim_stays_a_platelet():
     platelet = next(c for c in cells if c.label == "platelet")
     assert wbc.area == 60 * 60 - 100 and platelet.area == 100
     assert platelet.bbox == (95, 22, 105, 32)
+
+
+def test_a_platelet_less_sure_than_the_minimum_score_is_dropped_and_the_rest_renumbered():
+    probs = synthetic_probs([(50, 30)], wbc_box=(20, 90, 80, 150))
+    probs = np.concatenate([probs[..., :3], np.zeros((*probs.shape[:2], 1)), probs[..., 3:]], -1)
+    probs[85:95, 10:20, :4] = [0.0, 0.0, 0.05, 0.95]  # a sure platelet
+    probs[85:95, 60:70, :4] = [0.3, 0.1, 0.0, 0.6]  # a platelet by a little: a speck
+    probs = probs.astype(np.float32)
+    every = find_instances(probs, platelet_metadata().counting, platelet_metadata().layout)
+    meta = platelet_metadata(platelet_min_score=0.9)
+    sure = find_instances(probs, meta.counting, meta.layout)
+    cells = describe_cells(sure, meta.layout)
+    before = describe_cells(every, meta.layout)
+    assert sorted(c.label for c in before) == ["platelet", "platelet", "rbc", "wbc"]
+    assert sorted(c.label for c in cells) == ["platelet", "rbc", "wbc"]
+    platelet = next(c for c in cells if c.label == "platelet")
+    assert platelet.bbox == (10, 85, 20, 95) and platelet.score == 0.95
+    # the speck's pixels are background, the ids run 1..n, the other cells are untouched
+    assert (sure.labels[85:95, 60:70] == 0).all()
+    assert (
+        sorted(sure.classes) == list(range(1, len(cells) + 1)) == sorted(np.unique(sure.labels))[1:]
+    )
+    kept = {c.label: c.bbox for c in cells if c.label != "platelet"}
+    assert kept == {c.label: c.bbox for c in before if c.label != "platelet"}
+
+
+def test_a_platelet_score_of_one_or_more_is_refused():
+    with pytest.raises(ValueError):
+        Counting(platelet_min_score=1.0)
 
 
 def test_class_map_keeps_what_counting_drops():

@@ -235,6 +235,13 @@ def test_the_platelet_recipe_exports_four_classes_a_size_regressor_and_per_sourc
     assert "val:blood-cell-detection" in scored and "val:txl-pbc:575x575" in scored
     # platelets are scored only where they are boxed
     assert "platelet" not in metadata.metrics["val:blood-cell-detection"]
+    # and their minimum score is tuned on the training images that box them
+    from training.tune import PLATELET_MIN_SCORES
+
+    tried = metadata.training["platelet_min_scores_tried"]
+    assert list(tried) == [f"{score:g}" for score in PLATELET_MIN_SCORES]
+    miss = {score: abs(t["predicted"] - t["annotated"]) for score, t in tried.items()}
+    assert miss[f"{metadata.counting.platelet_min_score:g}"] == min(miss.values())
     assert "platelet" in metadata.metrics["val:txl-pbc:575x575"]
 
 

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser(
         "calibrate",
         help="a new version of a published model: same network, RBC weight calibrated so that "
-        "the RBCs found measure their boxes (needs the datasets named in model.json)",
+        "the RBCs found measure their boxes, platelet minimum score tuned, int8 gated again "
+        "(needs the datasets named in model.json)",
     )
     calibrate.add_argument("--model", required=True, help="version dir or model root with CURRENT")
     calibrate.add_argument("--version", required=True, help="the new version's name")

@@ -41,7 +41,12 @@ from training.optimize import float16_for_cuda
 from training.report import plot_history, plot_samples
 from training.size_model import fit_size_regressor
 from training.splits import complete_sources, split_sources, tuning_groups
-from training.tune import calibrate_rbc_weight, network_predictions, tune_counting
+from training.tune import (
+    calibrate_rbc_weight,
+    network_predictions,
+    tune_counting,
+    tune_platelet_score,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -329,6 +334,11 @@ def export_and_score(
         )
         metadata.training["rbc_size_ratio_calibrated"] = round(size_ratio, 4)
         metadata.counting = tune_counting(metadata.counting, metadata.layout, predictions)
+        metadata.counting, platelet_scores = tune_platelet_score(
+            metadata.counting, metadata.layout, predictions
+        )
+        if platelet_scores:
+            metadata.training["platelet_min_scores_tried"] = platelet_scores
         metadata.training["counting_tuned_on"] = described
         metadata.training["rbc_weight_calibrated_on"] = described
     metadata.size_regressor, size_fit = fit_size_regressor(

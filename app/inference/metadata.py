@@ -90,6 +90,10 @@ class Counting(BaseModel):
     wbc_min_area_px: int = 600
     wbc_min_peak_distance_px: int = 24
     platelet_min_area_px: int = 10
+    # a platelet whose mean platelet probability is under this is dropped: the network's false
+    # platelets (a stain speck, an RBC's pale rim) are less sure than its real ones
+    # (tune.tune_platelet_score; 0: every platelet region counts, models before 2.2.6)
+    platelet_min_score: float = Field(0.0, ge=0.0, lt=1.0)
     # A scale off by an octave can confirm itself (RBCs twice the expected size are split in
     # halves that measure the expected size), but the network's centre peaks are weaker there.
     # An estimated scale whose RBCs' mean centre peak is under `octave_check_peak` is also tried

@@ -312,12 +312,39 @@ def find_instances(probs: np.ndarray, counting: Counting, layout: ChannelLayout)
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     means = sums[1:] / np.maximum(areas[1:], 1)
     scores = {i: float(mean) for i, mean in enumerate(means, start=1)}
+    if platelet_id is not None and counting.platelet_min_score > 0:
+        labels, classes, scores = drop_unsure(
+            labels, classes, scores, platelet_id, counting.platelet_min_score
+        )
     labels = labels.astype(np.int32)
     if all(weight == 1.0 for weight in counting.class_weights.values()):
         return Instances(labels=labels, classes=classes, scores=scores)
     extent = weighted_classes(probs, classes_at, layout, counting.class_weights)
     widened = widen_cells(labels, classes, extent, classes_at)
     return Instances(labels=widened, classes=classes, scores=scores, counted=labels)
+
+
+def drop_unsure(
+    labels: np.ndarray,
+    classes: dict[int, int],
+    scores: dict[int, float],
+    class_id: int,
+    min_score: float,
+) -> tuple[np.ndarray, dict[int, int], dict[int, float]]:
+    """The instances of `class_id` that score under `min_score` set to background, the others
+    renumbered 1..n in their order, with their classes and scores."""
+    unsure = [i for i, c in classes.items() if c == class_id and scores[i] < min_score]
+    if not unsure:
+        return labels, classes, scores
+    gone = np.zeros(int(labels.max()) + 1, dtype=bool)
+    gone[unsure] = True
+    labels, forward = relabel_sequential(np.where(gone[labels], 0, labels))
+    kept = {old: int(forward[old]) for old in classes if not gone[old]}
+    return (
+        labels,
+        {new: classes[old] for old, new in kept.items()},
+        {new: scores[old] for old, new in kept.items()},
+    )
 
 
 def widen_cells(
