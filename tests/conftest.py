@@ -75,6 +75,30 @@ def tiny_platelet_recipe(run_dir: Path) -> list[str]:
     ]
 
 
+def constructed_metadata(platelets: bool = True, **counting):
+    """A 2.x model's metadata for constructed probability maps: RBC diameter 40 px, a centre
+    channel, platelets unless asked otherwise, counting with `counting`'s thresholds."""
+    from app.inference.metadata import (
+        DEFAULT_CLASSES,
+        PLATELET_CLASS,
+        Counting,
+        InputSpec,
+        ModelMetadata,
+        OutputSpec,
+    )
+
+    classes = [*DEFAULT_CLASSES, *([PLATELET_CLASS] if platelets else [])]
+    return ModelMetadata(
+        name="t",
+        version="0",
+        classes=classes,
+        input=InputSpec(),
+        output=OutputSpec(channels=[c.name for c in classes] + ["centre"]),
+        rbc_diameter_px=40.0,
+        counting=Counting(platelet_min_area_px=8, **counting),
+    )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip (or, under CI=true, fail) tests marked `datasets` when the datasets are absent."""
     if item.get_closest_marker("datasets") is None:

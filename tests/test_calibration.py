@@ -4,7 +4,7 @@ their extent comes to the size of their boxes."""
 import numpy as np
 
 from app.inference.postprocess import count_cells, describe_cells, find_instances
-from tests.conftest import FIXTURE_BCD
+from tests.conftest import FIXTURE_BCD, constructed_metadata
 from training.data import load_dataset, median_rbc_diameter
 from training.metrics import rbc_size_ratios
 from training.tune import RBC_WEIGHTS, calibrate_rbc_weight, network_predictions
@@ -38,30 +38,6 @@ def test_the_rbc_weight_brings_rbcs_to_their_boxes_size_and_keeps_the_counts(seg
     assert abs(shipped_ratio - 1) <= 0.03 and shipped_counts == plain_counts
 
 
-def layout_and_counting(platelets: bool = True):
-    """A 2.x model's channel layout and counting, with or without the platelet class."""
-    from app.inference.metadata import (
-        DEFAULT_CLASSES,
-        PLATELET_CLASS,
-        Counting,
-        InputSpec,
-        ModelMetadata,
-        OutputSpec,
-    )
-
-    classes = [*DEFAULT_CLASSES, *([PLATELET_CLASS] if platelets else [])]
-    meta = ModelMetadata(
-        name="t",
-        version="0",
-        classes=classes,
-        input=InputSpec(),
-        output=OutputSpec(channels=[c.name for c in classes] + ["centre"]),
-        rbc_diameter_px=40.0,
-        counting=Counting(platelet_min_area_px=8),
-    )
-    return meta.layout, meta.counting
-
-
 def platelets_map(sure: list[tuple[int, int]], unsure: list[tuple[int, int]]) -> np.ndarray:
     """Probabilities of 10 px platelets: sure ones (0.97) and specks (0.6), nothing else."""
     probs = np.zeros((100, 160, 5), np.float32)
@@ -75,7 +51,8 @@ def test_the_platelet_score_brings_the_platelets_found_to_those_boxed_where_they
     from training.data import Box
     from training.tune import tune_platelet_score
 
-    layout, counting = layout_and_counting()
+    meta = constructed_metadata()
+    layout, counting = meta.layout, meta.counting
     boxed = [Box(x, y, x + 10, y + 10, "platelet") for y, x in ((10, 10), (60, 100))]
     group = [(boxed, platelets_map([(10, 10), (60, 100)], [(40, 60)]))]
     # a source without platelet boxes (blood-cell-detection): its specks and cells say nothing
@@ -95,5 +72,5 @@ def test_the_platelet_score_brings_the_platelets_found_to_those_boxed_where_they
     assert tune_platelet_score(counting, layout, [clean])[0].platelet_min_score == 0.0
     # nothing boxed at all, or a model without platelets: the counting stays as it is
     assert tune_platelet_score(counting, layout, [unboxed]) == (counting, {})
-    without, _ = layout_and_counting(platelets=False)
+    without = constructed_metadata(platelets=False).layout
     assert tune_platelet_score(counting, without, [group]) == (counting, {})

@@ -7,7 +7,6 @@ import pytest
 
 from app.inference.metadata import (
     DEFAULT_CLASSES,
-    PLATELET_CLASS,
     Counting,
     InputSpec,
     ModelMetadata,
@@ -32,6 +31,7 @@ from app.inference.preprocess import (
     tile_windows,
     window_starts,
 )
+from tests.conftest import constructed_metadata
 
 
 def metadata(**counting) -> ModelMetadata:
@@ -141,22 +141,10 @@ def test_wbc_region_is_one_cell_and_small_fragments_are_dropped():
     assert wbc.bbox == (90, 20, 150, 80) and wbc.area == 3600 and wbc.score == 1.0
 
 
-def platelet_metadata(**counting) -> ModelMetadata:
-    return ModelMetadata(
-        name="t",
-        version="0",
-        classes=[*DEFAULT_CLASSES, PLATELET_CLASS],
-        input=InputSpec(),
-        output=OutputSpec(channels=["background", "rbc", "wbc", "platelet", "centre"]),
-        rbc_diameter_px=40.0,
-        counting=Counting(platelet_min_area_px=8, **counting),
-    )
-
-
 def test_holes_in_a_wbc_are_filled_but_a_platelet_on_its_rim_stays_a_platelet():
     """A platelet lying on a WBC's edge can be ringed by WBC pixels; it is still a platelet
     (2.2.4's int8 variant lost one so on BCCD), while a pale spot in a WBC is the WBC's."""
-    meta = platelet_metadata()
+    meta = constructed_metadata()
     probs = np.zeros((100, 160, 5), np.float32)
     probs[..., 0] = 1
     probs[20:80, 60:120, :4] = [0, 0, 1, 0]  # a WBC
@@ -176,8 +164,8 @@ def test_a_platelet_less_sure_than_the_minimum_score_is_dropped_and_the_rest_ren
     probs[85:95, 10:20, :4] = [0.0, 0.0, 0.05, 0.95]  # a sure platelet
     probs[85:95, 60:70, :4] = [0.3, 0.1, 0.0, 0.6]  # a platelet by a little: a speck
     probs = probs.astype(np.float32)
-    every = find_instances(probs, platelet_metadata().counting, platelet_metadata().layout)
-    meta = platelet_metadata(platelet_min_score=0.9)
+    every = find_instances(probs, constructed_metadata().counting, constructed_metadata().layout)
+    meta = constructed_metadata(platelet_min_score=0.9)
     sure = find_instances(probs, meta.counting, meta.layout)
     cells = describe_cells(sure, meta.layout)
     before = describe_cells(every, meta.layout)
